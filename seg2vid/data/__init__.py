@@ -1,0 +1,1 @@
+"""Data: SynthCity (procedural street scenes with ground-truth motion) and Cityscapes sequences."""
