@@ -219,7 +219,7 @@ def load_stage(folder, expected_class: str | type | None = None, device: str | t
     if expected_class is not None:
         wanted = expected_class if isinstance(expected_class, str) else expected_class.__name__
         if class_name != wanted:
-            raise CheckpointError(f"{str(folder)!r} holds a {class_name}, but a {wanted} was expected.")
+            raise CheckpointError(f"{str(folder)!r} holds weights of class {class_name}, but {wanted} was expected.")
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{str(folder)!r} has a {CONFIG_NAME} but no {WEIGHTS_NAME}.")

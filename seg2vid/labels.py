@@ -280,4 +280,4 @@ def resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     h, w = size
-    return np.asarray(Image.fromarray(np.asarray(ids, dtype=np.uint8)).resize((w, h), Image.NEAREST))
+    return np.array(Image.fromarray(np.asarray(ids, dtype=np.uint8)).resize((w, h), Image.NEAREST))  # writable
