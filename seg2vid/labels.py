@@ -77,6 +77,10 @@ LABELID_TO_TRAINID.setflags(write=False)
 
 # Pixels farther than this (Euclidean, RGB 0–255) from every palette colour count as "off-palette".
 OFF_PALETTE_DISTANCE = 40.0
+# Pixels farther than this from every palette colour are decoded with the help of their neighbours (see
+# ``decode_color``); within it, a pixel simply takes its nearest colour.
+SURE_DISTANCE = 12.0
+NEIGHBOURHOOD_RADIUS = 2  # a 5×5 window
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,11 @@ def validate_ids(ids: np.ndarray) -> np.ndarray:
 def decode_color(rgb: np.ndarray, snap_ignore: bool = True) -> DecodedLabels:
     """Decode an (H, W, 3) uint8 colour label image by snapping each pixel to the nearest palette colour.
 
+    JPEG (chroma subsampling) and anti-aliased brushes blend the colours of neighbouring classes at their
+    boundaries, and a blend may lie closest to a third class (road + sky ≈ wall). So a pixel farther than
+    ``SURE_DISTANCE`` from every colour takes the nearest colour among the classes of the surely decoded pixels
+    in its 5×5 neighbourhood (the global nearest when there are none). Exact palette colours decode exactly.
+
     With ``snap_ignore`` black (Cityscapes "unlabeled") is one of the candidate colours and decodes to
     ``IGNORE_ID``. Only the distinct colours are compared with the palette, so large images stay cheap.
     """
@@ -138,10 +147,27 @@ def decode_color(rgb: np.ndarray, snap_ignore: bool = True) -> DecodedLabels:
         candidate_ids = np.concatenate([candidate_ids, np.array([IGNORE_ID], np.uint8)])
     dist = np.linalg.norm(ucol[:, None, :] - candidates[None, :, :], axis=-1)  # (U, K)
     nearest = dist.argmin(axis=1)
-    far = dist[np.arange(len(ucol)), nearest] > OFF_PALETTE_DISTANCE
-    ids = candidate_ids[nearest][inverse].reshape(rgb.shape[:2])
+    nearest_dist = dist[np.arange(len(ucol)), nearest]
+    far = nearest_dist > OFF_PALETTE_DISTANCE
     off = float(far[inverse].mean())
-    return DecodedLabels(ids=ids, off_palette_fraction=off, source="color")
+
+    inverse = inverse.reshape(rgb.shape[:2])  # (H, W) index of each pixel's colour
+    choice = nearest[inverse]  # (H, W) candidate index
+    unsure = nearest_dist[inverse] > SURE_DISTANCE
+    if unsure.any() and not unsure.all():
+        ys, xs = np.nonzero(unsure)
+        r = NEIGHBOURHOOD_RADIUS
+        sure_choice = np.pad(np.where(unsure, -1, choice), r, constant_values=-1)  # -1: unsure or outside
+        allowed = np.zeros((len(ys), len(candidates)), dtype=bool)  # (N, K) classes seen around each pixel
+        rows = np.arange(len(ys))
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                seen = sure_choice[ys + dy, xs + dx]
+                ok = seen >= 0
+                allowed[rows[ok], seen[ok]] = True
+        local = np.where(allowed, dist[inverse[ys, xs]], np.inf).argmin(axis=1)
+        choice[ys, xs] = np.where(allowed.any(axis=1), local, choice[ys, xs])
+    return DecodedLabels(ids=candidate_ids[choice], off_palette_fraction=off, source="color")
 
 
 def decode_gray(gray: np.ndarray, kind: str = "auto") -> DecodedLabels:
