@@ -84,10 +84,7 @@ def _check_output(path: Path, suffixes: tuple[str, ...], what: str) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from .pipeline import Seg2VidPipeline
-    from .video import write_frames, write_gif, write_mp4
-
-    # Cheap checks first, so a typo does not wait for the model to load.
+    # Cheap checks first, so a typo does not wait for torch and the model to load.
     _check_output(args.output, (".mp4", ".gif"), "The output")
     if args.scale < 1:
         raise _UsageError(f"--scale must be at least 1; got {args.scale}.")
@@ -99,6 +96,9 @@ def _generate(args: argparse.Namespace) -> None:
         raise _UsageError(f"No label-map file at {args.label!r}.")
     if args.first_frame is not None and not Path(args.first_frame).is_file():
         raise _UsageError(f"No first-frame image at {args.first_frame!r}.")
+
+    from .pipeline import Seg2VidPipeline
+    from .video import write_frames, write_gif, write_mp4
 
     pipe = Seg2VidPipeline.from_pretrained(args.checkpoint, device=args.device)
     if args.first_frame is None:

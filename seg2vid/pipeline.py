@@ -278,7 +278,7 @@ class Seg2VidPipeline:
         h, w = self.resolution
         if image.shape[:2] != (h, w):
             image = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC))
-        return np.ascontiguousarray(image)
+        return np.array(image, dtype=np.uint8, order="C")  # a writable copy
 
     def _as_z(self, z, dim: int, name: str) -> torch.Tensor:
         """A user-given latent (dim,) or (1, dim) → (1, dim) float32 CPU tensor."""
@@ -299,8 +299,8 @@ class Seg2VidPipeline:
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
         if isinstance(motion_scale, bool) or not isinstance(motion_scale, (int, float, np.number)):
             raise ValueError(f"motion_scale must be a number; got {motion_scale!r}.")
-        if not math.isfinite(float(motion_scale)):
-            raise ValueError(f"motion_scale must be finite; got {motion_scale!r}.")
+        if not math.isfinite(float(motion_scale)) or motion_scale < 0:
+            raise ValueError(f"motion_scale must be a finite number >= 0; got {motion_scale!r}.")
         fg_dim, bg_dim = self.z_dims
         if z_fg is not None:
             self._as_z(z_fg, fg_dim, "z_fg")

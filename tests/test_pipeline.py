@@ -38,6 +38,11 @@ def tiny_models(seed: int = 0, size=SIZE) -> tuple[ImageGenerator, FlowPredictor
             refiner_channels=(4, 4, 8, 8),
         )
     )
+    # Output layers initialised to zero (zero flow, identity refiner) would make every seed look alike.
+    with torch.no_grad():
+        for p in flow_predictor.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0.0, 0.5)
     return image_generator, flow_predictor
 
 
@@ -184,6 +189,7 @@ def test_unreadable_image_file_raises_value_error(pipe, tmp_path):
         (dict(seed=True), "seed"),
         (dict(motion_scale=float("nan")), "motion_scale"),
         (dict(motion_scale="fast"), "motion_scale"),
+        (dict(motion_scale=-1.0), "motion_scale"),
         (dict(z_fg=torch.zeros(5)), r"z_fg must have shape \(6,\)"),
         (dict(z_bg=torch.zeros(2, 3)), "z_bg"),
         (dict(z_bg=torch.full((3,), float("inf"))), "infinite"),
