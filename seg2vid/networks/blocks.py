@@ -1,0 +1,115 @@
+"""Small building blocks shared by the seg2vid networks.
+
+Memory layout: 2-D networks convert their input to ``channels_last`` (the fast oneDNN path on CPU, tensor cores on
+GPU); the stage-2 decoder keeps 5-D videos (B, C, T, H, W) in ``channels_last_3d`` memory, i.e. laid out as
+(B, T, H, W, C), so that per-frame 2-D convolutions and temporal convolutions are strided views of one buffer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "ConvAct",
+    "ResidualBlock",
+    "SpaceTimeConv",
+    "frames_to_video",
+    "video_to_frames",
+    "check_image",
+]
+
+NEG_SLOPE = 0.2  # LeakyReLU slope used throughout stage 2
+
+
+def check_image(x: torch.Tensor, name: str, channels: int, multiple: int, batch: int | None = None) -> None:
+    """Raise a ``ValueError`` unless ``x`` is (B, channels, H, W) with H, W multiples of ``multiple``."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor; got {type(x).__name__}.")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (B, {channels}, H, W); got {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor; got {x.dtype}.")
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple or h == 0 or w == 0:
+        raise ValueError(
+            f"{name} has size {h}×{w}; height and width must be positive multiples of {multiple} "
+            f"(resize or pad the input, e.g. to {max(multiple, h // multiple * multiple)}×"
+            f"{max(multiple, w // multiple * multiple)})."
+        )
+    if batch is not None and x.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {x.shape[0]}; expected {batch}.")
+
+
+def video_to_frames(v: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) → (B·T, C, H, W); a free view when ``v`` is in ``channels_last_3d`` memory."""
+    b, c, t, h, w = v.shape
+    return v.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def frames_to_video(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """(B·T, C, H, W) → (B, C, T, H, W); a free view when ``x`` is in ``channels_last`` memory."""
+    bt, c, h, w = x.shape
+    return x.reshape(batch, bt // batch, c, h, w).transpose(1, 2)
+
+
+class ConvAct(nn.Sequential):
+    """Conv2d → (optional InstanceNorm) → LeakyReLU / ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, norm: bool = False, relu: str = "leaky"):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=not norm)]
+        if norm:
+            layers.append(nn.InstanceNorm2d(cout, affine=True))
+        layers.append(nn.LeakyReLU(NEG_SLOPE, inplace=True) if relu == "leaky" else nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """pix2pixHD residual block: x + IN(conv(ReLU(IN(conv(x)))))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvAct(channels, channels, norm=True, relu="relu"),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.InstanceNorm2d(channels, affine=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SpaceTimeConv(nn.Module):
+    """A 3-D convolution block on videos (B, C, T, H, W) → (B, C', T, H, W), followed by LeakyReLU.
+
+    ``factorised=False``: one 3×3×3 convolution (used at coarse levels, where it is cheap).
+    ``factorised=True``: a (2+1)-D convolution — a 3×3 convolution per frame, then a 3-tap convolution along
+    time — which covers the same 3×3×3 neighbourhood at a fraction of the cost at fine levels (R(2+1)D).
+    ``bias`` lets the caller add a time-constant contribution (B, C', H, W) after the first convolution — used
+    for the image-encoder skips, whose contribution is computed once per image (see ``FlowDecoder``).
+    """
+
+    def __init__(self, cin: int, cout: int, factorised: bool):
+        super().__init__()
+        self.factorised = factorised
+        if factorised:
+            self.spatial = nn.Conv2d(cin, cout, 3, 1, 1)
+            self.temporal = nn.Conv2d(cout, cout, (3, 1), 1, (1, 0))  # runs on (B, C, T, H·W)
+        else:
+            self.conv = nn.Conv3d(cin, cout, 3, 1, 1)
+
+    def forward(self, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        b, _, t, h, w = v.shape
+        if self.factorised:
+            y = frames_to_video(self.spatial(video_to_frames(v)), b)  # (B, C', T, H, W)
+            if bias is not None:
+                y = y + bias.unsqueeze(2)
+            y = F.leaky_relu(y, NEG_SLOPE)
+            c = y.shape[1]
+            y = self.temporal(y.reshape(b, c, t, h * w)).reshape(b, c, t, h, w)
+        else:
+            y = self.conv(v)
+            if bias is not None:
+                y = y + bias.unsqueeze(2)
+        return F.leaky_relu(y, NEG_SLOPE)

@@ -1,0 +1,305 @@
+"""Stage 2, image-to-video (paper section 3.2–3.3, Fig. 3–4): the conditional VAE that predicts bidirectional
+flows and occlusion maps for T future frames from I0 and its label map, and synthesises the frames (Eq. 2).
+
+Parts, one module each:
+
+* :class:`~seg2vid.networks.image_encoder.ImageEncoder` — [I0, heatmaps] → skip features and z_I0;
+* :class:`~seg2vid.networks.motion_encoder.MotionEncoder` — Q(z | V, I0), training only; the ``semantics``
+  option picks how the label map enters (section 3.3): ``"two_path"`` (one encoder on [V, foreground heatmaps] for
+  z_FG, one on [V, background heatmaps] for z_BG, Fig. 4), ``"one_encoder"`` ([V, all heatmaps] → both halves),
+  ``"none"`` (V only; the image encoder then sees I0 alone);
+* :class:`~seg2vid.networks.flow_decoder.FlowDecoder` — (z, z_I0, skips) → W^f, W^b, O^f, O^b at 1/2 resolution;
+* :class:`~seg2vid.networks.refiner.Refiner` — the U-Net P of Eq. 2.
+
+What is sampled: at inference z = [z_FG, z_BG] ~ N(0, I) (:meth:`FlowPredictor.sample_z`); the posterior
+Q(z | V, I0) and its mean are used only in training (:meth:`FlowPredictor.forward`).
+
+Conventions (DESIGN.md, :mod:`seg2vid.warp`): frames in [-1, 1]; flows in pixels (dx, dy); backward flow
+w^b_t maps frame t to frame 0, ``I_t(x) ≈ I_0(x + w^b_t(x))``; forward flow w^f_t maps frame 0 to frame t,
+``I_0(x) ≈ I_t(x + w^f_t(x))``; occlusion maps are 1 where a pixel has a correspondence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import FlowPredictorConfig
+from ..labels import NUM_BG, NUM_CLASSES, NUM_FG, split_fg_bg
+from ..warp import warp
+from .blocks import check_image
+from .flow_decoder import FlowDecoder
+from .image_encoder import ImageEncoder
+from .motion_encoder import MotionEncoder
+from .refiner import Refiner
+
+__all__ = ["FlowPredictor", "FlowPrediction", "ImageEncoding", "MotionPosterior"]
+
+OCCLUSION_INIT_LOGIT = 3.0  # occlusion heads start at sigmoid(3) ≈ 0.95: "almost everything visible"
+
+
+@dataclass
+class ImageEncoding:
+    """Everything stage 2 needs from one first frame; computed by ``encode_image`` and reusable for any z."""
+
+    frame0: torch.Tensor  # (B, 3, H, W) in [-1, 1]
+    skips: tuple[torch.Tensor, ...]  # per decoder level, coarse → fine: (B, C_i, H_i, W_i); skips[0] carries z_I0
+
+    @property
+    def batch_size(self) -> int:
+        return self.frame0.shape[0]
+
+    def expand(self, batch_size: int) -> "ImageEncoding":
+        """Repeat a batch-1 encoding ``batch_size`` times (several z for one label map), without copying."""
+        if self.batch_size == batch_size:
+            return self
+        if self.batch_size != 1:
+            raise ValueError(f"cannot expand an ImageEncoding of batch {self.batch_size} to batch {batch_size}.")
+        return ImageEncoding(
+            frame0=self.frame0.expand(batch_size, -1, -1, -1),
+            skips=tuple(s.expand(batch_size, -1, -1, -1) for s in self.skips),
+        )
+
+
+@dataclass
+class MotionPosterior:
+    """Q(z | V, I0) = N(mu, exp(logvar)) for both halves of z (paper section 3.2–3.3)."""
+
+    mu_fg: torch.Tensor  # (B, z_fg_dim)
+    logvar_fg: torch.Tensor
+    mu_bg: torch.Tensor  # (B, z_bg_dim)
+    logvar_bg: torch.Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised sample z = mu + sigma · eps, eps ~ N(0, I) (differentiable in mu and logvar)."""
+
+        def draw(mu, logvar):
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            return mu + torch.exp(0.5 * logvar) * eps
+
+        return draw(self.mu_fg, self.logvar_fg), draw(self.mu_bg, self.logvar_bg)
+
+
+@dataclass
+class FlowPrediction:
+    """Output of stage 2 for t = 1..T (all tensors batch-first, then time)."""
+
+    flow_fwd: torch.Tensor  # (B, T, 2, H, W) pixels, w^f_t: frame 0 → frame t
+    flow_bwd: torch.Tensor  # (B, T, 2, H, W) pixels, w^b_t: frame t → frame 0, I_t(x) ≈ I_0(x + w^b_t(x))
+    occ_fwd: torch.Tensor  # (B, T, 1, H, W) in [0, 1], 1 = visible / has a correspondence
+    occ_bwd: torch.Tensor  # (B, T, 1, H, W)
+    warped: torch.Tensor  # (B, T, 3, H, W) o^b_t · I0(x + w^b_t(x)) (Eq. 2, before the refiner)
+    frames: torch.Tensor  # (B, T, 3, H, W) in [-1, 1], refined frames Î_1..Î_T
+    posterior: MotionPosterior | None = None  # set by FlowPredictor.forward (training)
+
+
+class FlowPredictor(nn.Module):
+    """The stage-2 cVAE. See the module docstring for its parts and conventions.
+
+    Inference::
+
+        enc = model.encode_image(frame0, heatmaps)          # once per first frame
+        z_fg, z_bg = model.sample_z(1, generator=g)          # z ~ N(0, I)
+        out = model.decode(enc, z_fg, z_bg)                  # decoder + warp + refiner only
+
+    Training: ``out = model(video, heatmaps)`` encodes the motion, draws a reparameterised z from the posterior
+    and decodes; ``out.posterior`` feeds the KL term of :func:`seg2vid.losses.cvae_loss`.
+    """
+
+    config_class = FlowPredictorConfig
+
+    def __init__(self, config: FlowPredictorConfig):
+        super().__init__()
+        if not isinstance(config, FlowPredictorConfig):
+            raise ValueError(f"FlowPredictor expects a FlowPredictorConfig; got {type(config).__name__}.")
+        self.config = config
+        c = config
+        frames_in = 3 * (c.num_frames + 1)  # the whole clip, I0 first, stacked along channels
+
+        heat_in = 0 if c.semantics == "none" else NUM_CLASSES
+        self.image_encoder = ImageEncoder(3 + heat_in, c.encoder_stem_channels, c.encoder_channels)
+
+        # Motion encoders: (input heatmap channels, z dims) per path; their outputs are concatenated and split
+        # into (z_fg, z_bg), so every variant exposes the same two halves.
+        if c.semantics == "two_path":
+            paths = [(NUM_FG, c.z_fg_dim), (NUM_BG, c.z_bg_dim)]  # Fig. 4: foreground / background encoders
+        else:
+            paths = [(heat_in, c.z_dim)]
+        self.motion_encoders = nn.ModuleList(
+            MotionEncoder(frames_in + heat, c.motion_channels, dim, c.motion_pool_size) for heat, dim in paths
+        )
+
+        # Head: flows (2 + 2) and occlusion logits (1 + 1), or RGB pixels for the "w/o flow" variant (Fig. 9).
+        self.flow_decoder = FlowDecoder(
+            z_dim=c.z_dim,
+            encoder_channels=c.encoder_channels,
+            channels=c.decoder_channels,
+            num_frames=c.num_frames,
+            bottleneck_frames=c.bottleneck_frames,
+            full_3d_levels=c.decoder_full_3d_levels,
+            out_channels=6 if c.use_flow else 3,
+        )
+        head = self.flow_decoder.head
+        nn.init.zeros_(head.weight)  # start with zero flow (warped = I0) and near-full visibility
+        nn.init.zeros_(head.bias)
+        if c.use_flow:
+            nn.init.constant_(head.bias[4:6], OCCLUSION_INIT_LOGIT)
+
+        self.refiner = Refiner(3 + 1 + (3 if c.refiner_uses_first_frame else 0), c.refiner_channels)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this."""
+        return self.config.size_multiple
+
+    def _check_heatmaps(self, heatmaps: torch.Tensor | None, like: torch.Tensor) -> None:
+        if heatmaps is None:
+            if self.config.semantics != "none":
+                raise ValueError(f"heatmaps are required with semantics={self.config.semantics!r}.")
+            return
+        check_image(heatmaps, "heatmaps", NUM_CLASSES, self.size_multiple, batch=like.shape[0])
+        if heatmaps.shape[-2:] != like.shape[-2:]:
+            raise ValueError(
+                f"heatmaps {tuple(heatmaps.shape)} and frames {tuple(like.shape)} differ in height/width."
+            )
+
+    def _check_z(self, z: torch.Tensor, name: str, dim: int) -> None:
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"{name} must have shape (B, {dim}); got {shape}.")
+
+    # ------------------------------------------------------------------------------------------------- public
+    def encode_image(self, frame0: torch.Tensor, heatmaps: torch.Tensor | None) -> ImageEncoding:
+        """frame0 (B, 3, H, W) in [-1, 1], heatmaps (B, 19, H, W) → :class:`ImageEncoding` (cache it per image).
+
+        With ``semantics="none"`` the label map is not used and ``heatmaps`` may be None.
+        """
+        check_image(frame0, "frame0", 3, self.size_multiple)
+        self._check_heatmaps(heatmaps, frame0)
+        x = frame0 if self.config.semantics == "none" else torch.cat([frame0, heatmaps.to(frame0.dtype)], dim=1)
+        features = self.image_encoder(x)  # fine → coarse; the last is z_I0
+        return ImageEncoding(frame0=frame0, skips=self.flow_decoder.project_skips(features))
+
+    def encode_motion(self, video: torch.Tensor, heatmaps: torch.Tensor | None) -> MotionPosterior:
+        """Q(z | V, I0): video (B, T+1, 3, H, W) in [-1, 1], frame 0 first; heatmaps (B, 19, H, W) of frame 0."""
+        t1 = self.config.num_frames + 1
+        if not isinstance(video, torch.Tensor) or video.dim() != 5 or video.shape[1:3] != (t1, 3):
+            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+            raise ValueError(f"video must have shape (B, {t1}, 3, H, W) (frame 0 first); got {shape}.")
+        frames = video.flatten(1, 2)  # (B, (T+1)·3, H, W)
+        check_image(frames, "video frames", 3 * t1, self.size_multiple)
+        self._check_heatmaps(heatmaps, frames)
+        if self.config.semantics == "two_path":
+            fg, bg = split_fg_bg(heatmaps.to(frames.dtype))
+            inputs = [torch.cat([frames, fg], 1), torch.cat([frames, bg], 1)]
+        elif self.config.semantics == "one_encoder":
+            inputs = [torch.cat([frames, heatmaps.to(frames.dtype)], 1)]
+        else:
+            inputs = [frames]
+        mus, logvars = zip(*(enc(x) for enc, x in zip(self.motion_encoders, inputs)))
+        mu_fg, mu_bg = torch.cat(mus, 1).split([self.config.z_fg_dim, self.config.z_bg_dim], dim=1)
+        logvar_fg, logvar_bg = torch.cat(logvars, 1).split([self.config.z_fg_dim, self.config.z_bg_dim], dim=1)
+        return MotionPosterior(mu_fg, logvar_fg, mu_bg, logvar_bg)
+
+    def sample_z(
+        self, batch_size: int, generator: torch.Generator | None = None, device=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw (z_fg (B, z_fg_dim), z_bg (B, z_bg_dim)) from the prior N(0, I) — what inference samples.
+
+        z_fg is drawn first, then z_bg, from ``generator`` (on its device unless ``device`` is given).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        if device is None:
+            device = generator.device if generator is not None else next(self.parameters()).device
+        dtype = next(self.parameters()).dtype
+        z_fg = torch.randn(batch_size, self.config.z_fg_dim, generator=generator, device=device, dtype=dtype)
+        z_bg = torch.randn(batch_size, self.config.z_bg_dim, generator=generator, device=device, dtype=dtype)
+        return z_fg, z_bg
+
+    def decode(
+        self, enc: ImageEncoding, z_fg: torch.Tensor, z_bg: torch.Tensor, motion_scale: float = 1.0
+    ) -> FlowPrediction:
+        """P(V | z, I0): flow decoder, warp (Eq. 2) and refiner. Re-sampling z runs only this.
+
+        ``z_fg`` (B, z_fg_dim), ``z_bg`` (B, z_bg_dim); a batch-1 ``enc`` is shared by every z in the batch.
+        ``motion_scale`` multiplies the predicted flows before warping (0 = still video); below 1 the occlusion
+        maps are relaxed towards 1 in proportion, ``o ← 1 - s · (1 - o)``, since less motion uncovers less.
+        """
+        if not isinstance(enc, ImageEncoding):
+            raise ValueError(f"enc must be the ImageEncoding returned by encode_image; got {type(enc).__name__}.")
+        self._check_z(z_fg, "z_fg", self.config.z_fg_dim)
+        self._check_z(z_bg, "z_bg", self.config.z_bg_dim)
+        if z_fg.shape[0] != z_bg.shape[0]:
+            raise ValueError(f"z_fg and z_bg have different batch sizes ({z_fg.shape[0]} vs {z_bg.shape[0]}).")
+        if isinstance(motion_scale, bool) or not isinstance(motion_scale, (int, float)) or motion_scale < 0:
+            raise ValueError(f"motion_scale must be a number >= 0; got {motion_scale!r}.")
+        b, t = z_fg.shape[0], self.config.num_frames
+        enc = enc.expand(b)
+        h, w = enc.frame0.shape[-2:]
+
+        # 1. Flow decoder at 1/2 resolution, then bilinear upsampling to the frame size.
+        z = torch.cat([z_fg, z_bg], dim=1).to(enc.frame0.dtype)  # (B, |z|)
+        raw = self.flow_decoder(enc.skips, z)  # (B·T, 6 or 3, H/2, W/2)
+        raw = F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)  # (B·T, 6 or 3, H, W)
+        frame0 = enc.frame0.unsqueeze(1).expand(b, t, 3, h, w).reshape(b * t, 3, h, w)  # (B·T, 3, H, W)
+
+        if self.config.use_flow:
+            # 2. Flows in pixels: tanh × max_flow × (W, H); occlusion maps by a sigmoid.
+            scale = raw.new_tensor([w, h]).view(1, 2, 1, 1) * (self.config.max_flow * motion_scale)
+            flow_fwd = torch.tanh(raw[:, 0:2]) * scale  # (B·T, 2, H, W)
+            flow_bwd = torch.tanh(raw[:, 2:4]) * scale
+            occ = torch.sigmoid(raw[:, 4:6])  # (B·T, 2, H, W): [o^f, o^b]
+            if motion_scale < 1:
+                occ = 1 - motion_scale * (1 - occ)
+            occ_fwd, occ_bwd = occ[:, 0:1], occ[:, 1:2]
+            # 3. Eq. 2: warped_t(x) = o^b_t(x) · I0(x + w^b_t(x)).
+            warped = occ_bwd * warp(frame0, flow_bwd)
+        else:
+            # Fig. 9 "w/o flow": the decoder outputs the frames; no flow, nothing occluded.
+            flow_fwd = flow_bwd = raw.new_zeros(b * t, 2, h, w)
+            occ_fwd = occ_bwd = raw.new_ones(b * t, 1, h, w)
+            warped = torch.tanh(raw)
+
+        # 4. Refiner P (Eq. 2): in-paint what the warp cannot explain; a residual on the warped frame.
+        refiner_in = [warped, occ_bwd] + ([frame0] if self.config.refiner_uses_first_frame else [])
+        frames = (warped + self.refiner(torch.cat(refiner_in, dim=1))).clamp(-1.0, 1.0)
+
+        def video(x: torch.Tensor) -> torch.Tensor:  # (B·T, C, H, W) → (B, T, C, H, W), standard layout
+            return x.reshape(b, t, *x.shape[1:]).contiguous()
+
+        return FlowPrediction(
+            flow_fwd=video(flow_fwd),
+            flow_bwd=video(flow_bwd),
+            occ_fwd=video(occ_fwd),
+            occ_bwd=video(occ_bwd),
+            warped=video(warped),
+            frames=video(frames),
+        )
+
+    def forward(
+        self,
+        video: torch.Tensor,
+        heatmaps: torch.Tensor | None,
+        z_fg: torch.Tensor | None = None,
+        z_bg: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> FlowPrediction:
+        """Training pass: video (B, T+1, 3, H, W), heatmaps (B, 19, H, W) of frame 0 → prediction + posterior.
+
+        z is the reparameterised posterior sample in training mode and the posterior mean in eval mode
+        (reconstruction); a given ``z_fg`` / ``z_bg`` replaces the corresponding half.
+        """
+        posterior = self.encode_motion(video, heatmaps)
+        if self.training:
+            sample_fg, sample_bg = posterior.sample(generator)
+        else:
+            sample_fg, sample_bg = posterior.mu_fg, posterior.mu_bg
+        enc = self.encode_image(video[:, 0], heatmaps)
+        out = self.decode(enc, sample_fg if z_fg is None else z_fg, sample_bg if z_bg is None else z_bg)
+        out.posterior = posterior
+        return out
