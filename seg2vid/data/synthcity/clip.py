@@ -79,8 +79,8 @@ def render_clip(
 
     flow_fwd, flow_bwd, occ_fwd, occ_bwd = [], [], [], []
     for t in range(1, num_frames):
-        fb, ob = flow_and_visibility(scene, camera, geoms[t], poses[t], taus[t], geoms[0], poses[0], taus[0])
-        ff, of = flow_and_visibility(scene, camera, geoms[0], poses[0], taus[0], geoms[t], poses[t], taus[t])
+        fb, ob = flow_and_visibility(scene, camera, geoms[t], geoms[0], poses[0], taus[0])  # w^b_t, o^b_t
+        ff, of = flow_and_visibility(scene, camera, geoms[0], geoms[t], poses[t], taus[t])  # w^f_t, o^f_t
         flow_bwd.append(fb), occ_bwd.append(ob), flow_fwd.append(ff), occ_fwd.append(of)
 
     street, _ = poses[0].project_directions(camera, np.array([0.0, 0.0, 1.0]))

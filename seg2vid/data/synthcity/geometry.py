@@ -101,7 +101,10 @@ class FrameGeometry:
     depth: np.ndarray  # (H, W) camera z of the hit, inf for sky
     prim: np.ndarray  # (H, W) primitive row (N = ground, N+1 = sky)
     dirs: np.ndarray  # (H, W, 3) world ray directions (camera z = 1)
+    world: np.ndarray  # (H, W, 3) hit point in world coordinates at this frame's time
     local: np.ndarray  # (H, W, 3) hit point in object coordinates (= world position at time 0)
+    moving: np.ndarray  # (H, W) bool: the hit belongs to a mover
+    xy: np.ndarray  # (H, W, 2) re-projection of the hit into this frame (the pixel centre up to rounding)
     normal: np.ndarray  # (H, W, 3) world unit normal (sky: -ray direction)
     footprint: np.ndarray  # (H, W, 3) extent of the pixel on the surface along each world axis (metres)
 
@@ -132,82 +135,138 @@ def _screen_boxes(camera: Camera, pose: Pose, lo: np.ndarray, hi: np.ndarray):
     return r0.astype(int), r1.astype(int), c0.astype(int), c1.astype(int), zmin, visible
 
 
+def _rect_pixels(r0, r1, c0, c1, width):
+    """Flattened pixel indices of all rectangles at once, and which rectangle each belongs to."""
+    rw, rh = (c1 - c0).astype(np.int32), (r1 - r0).astype(np.int32)
+    area = rw * rh
+    owner = np.repeat(np.arange(len(area), dtype=np.int32), area)  # (n,)
+    start = np.cumsum(area, dtype=np.int64).astype(np.int32) - area
+    local = np.arange(owner.size, dtype=np.int32) - start[owner]
+    w_own = rw[owner]
+    row = local // w_own
+    col = local - row * w_own
+    return (r0.astype(np.int32)[owner] + row) * width + c0.astype(np.int32)[owner] + col, owner
+
+
 def cast_frame(scene: Scene, camera: Camera, pose: Pose, tau: float, dirs_cam: np.ndarray) -> FrameGeometry:
-    """Cast one ray per pixel at time ``tau`` and keep the nearest hit (depth buffer)."""
+    """Cast one ray per pixel at time ``tau`` and keep the nearest hit (depth buffer).
+
+    Every primitive is tested only against the pixels of its (near-clipped) screen rectangle; all
+    (pixel, primitive) pairs of a frame are intersected in one vectorised pass (float32) and reduced with a
+    per-pixel minimum.
+    """
     n = scene.num_prims
     ground, sky = n, n + 1
-    dirs = dirs_cam @ pose.rotation.T  # (H, W, 3) world directions
-    with np.errstate(divide="ignore"):
-        inv = 1.0 / np.where(np.abs(dirs) < 1e-12, 1e-12, dirs)
-    o = pose.position
     h, w = camera.height, camera.width
-    depth = np.full((h, w), np.inf)
-    prim = np.full((h, w), sky, dtype=np.int64)
+    o = pose.position
+    dirs = (dirs_cam.reshape(-1, 3) @ pose.rotation.T)  # (P, 3) world directions
+    planes = np.ascontiguousarray(dirs.T, dtype=np.float32)  # (3, P)
+    depth = np.full(h * w, np.inf, dtype=np.float32)
+    prim = np.full(h * w, sky, dtype=np.int32)
+    face = np.full(h * w, -1, dtype=np.int8)  # box face axis of the hit (0, 1, 2), -1 otherwise
 
     # Ground plane Y = 0.
-    down = dirs[..., 1] < -1e-9
-    t_ground = np.where(down, -o[1] / np.where(down, dirs[..., 1], -1.0), np.inf)
-    hit = down & (t_ground > NEAR)
-    depth[hit] = t_ground[hit]
-    prim[hit] = ground
+    down = planes[1] < -1e-9
+    depth[down] = -o[1] / planes[1][down]
+    prim[down] = ground
 
-    # Primitives, front to back, each tested only inside its screen rectangle.
+    # (pixel, primitive) pairs inside each primitive's screen rectangle.
     offsets = scene.offsets(tau)[:n]
     lo, hi = scene.lo + offsets, scene.hi + offsets
-    r0, r1, c0, c1, zmin, visible = _screen_boxes(camera, pose, lo, hi)
-    for k in np.flatnonzero(visible)[np.argsort(zmin[visible], kind="stable")]:
-        sl = (slice(r0[k], r1[k]), slice(c0[k], c1[k]))
-        dsub = depth[sl]
-        if dsub.max() < zmin[k]:  # everything in the rectangle is already in front of the primitive
-            continue
-        if scene.shape[k] == Shape.BOX:
-            t1 = (lo[k] - o) * inv[sl]  # (h, w, 3) slab distances
-            t2 = (hi[k] - o) * inv[sl]
-            t_near = np.minimum(t1, t2).max(-1)
-            t_far = np.maximum(t1, t2).min(-1)
-            hit = (t_near <= t_far) & (t_near > NEAR) & (t_near < dsub)
-            t = t_near
-        else:  # ellipsoid: solve |q + t e|^2 = 1 in the unit-sphere frame
-            c, r = (lo[k] + hi[k]) / 2, (hi[k] - lo[k]) / 2
-            q = (o - c) / r
-            e = dirs[sl] / r
-            a = (e * e).sum(-1)
-            bh = e @ q
-            disc = bh * bh - a * (q @ q - 1.0)
-            t = (-bh - np.sqrt(np.maximum(disc, 0.0))) / a
-            hit = (disc > 0) & (t > NEAR) & (t < dsub)
-        np.copyto(dsub, t, where=hit)
-        np.copyto(prim[sl], k, where=hit)
+    r0, r1, c0, c1, _, visible = _screen_boxes(camera, pose, lo, hi)
+    vis = np.flatnonzero(visible)
+    pix, owner = _rect_pixels(r0[vis], r1[vis], c0[vis], c1[vis], w)
+    is_box_vis = scene.shape[vis] == Shape.BOX
+    rel_lo = np.ascontiguousarray((lo[vis] - o).T, dtype=np.float32)  # (3, V) box corners relative to the camera
+    rel_hi = np.ascontiguousarray((hi[vis] - o).T, dtype=np.float32)
+    pair_box = is_box_vis[owner]
+    hits_t, hits_pix, hits_owner, hits_face = [], [], [], []
 
-    # Hit points, normals and pixel footprints.
+    # Boxes: slab test; remember which slab bounds the entry point (the face that was hit).
+    b = np.flatnonzero(pair_box)
+    if b.size:
+        pb, ob = pix[b], owner[b]
+        t_near = np.full(b.size, -np.inf, np.float32)
+        t_far = np.full(b.size, np.inf, np.float32)
+        axis = np.zeros(b.size, np.int8)
+        for a in range(3):
+            da = planes[a][pb]
+            da[np.abs(da) < 1e-12] = 1e-12
+            inv = np.float32(1.0) / da
+            ta, tb = rel_lo[a][ob] * inv, rel_hi[a][ob] * inv
+            enter = np.minimum(ta, tb)
+            later = enter > t_near
+            axis[later] = a
+            t_near = np.maximum(t_near, enter)
+            t_far = np.minimum(t_far, np.maximum(ta, tb))
+        ok = (t_near <= t_far) & (t_near > NEAR)
+        hits_t.append(t_near[ok]), hits_pix.append(pb[ok]), hits_owner.append(ob[ok]), hits_face.append(axis[ok])
+
+    # Ellipsoids: |q + t e|^2 = 1 in the unit-sphere frame of each ellipsoid.
+    e = np.flatnonzero(~pair_box)
+    if e.size:
+        pe, oe = pix[e], owner[e]
+        center, radii = (rel_lo + rel_hi) / 2, (rel_hi - rel_lo) / 2  # (3, V), relative to the camera
+        q = -center / radii  # camera position in each unit-sphere frame
+        qq = (q * q).sum(0) - 1.0  # (V,)
+        aa = bh = np.float32(0.0)
+        for a in range(3):
+            ea = planes[a][pe] / radii[a][oe]
+            aa = aa + ea * ea
+            bh = bh + ea * q[a][oe]
+        disc = bh * bh - aa * qq[oe]
+        te = (-bh - np.sqrt(np.maximum(disc, 0.0))) / aa
+        ok = (disc > 0) & (te > NEAR)
+        hits_t.append(te[ok]), hits_pix.append(pe[ok]), hits_owner.append(oe[ok])
+        hits_face.append(np.full(int(ok.sum()), -1, np.int8))
+
+    # Depth test: per-pixel minimum, then the primitive that achieved it.
+    if hits_t:
+        t, hp, ho, hf = (np.concatenate(x) for x in (hits_t, hits_pix, hits_owner, hits_face))
+        np.minimum.at(depth, hp, t)
+        won = t == depth[hp]
+        prim[hp[won]] = vis[ho[won]]
+        face[hp[won]] = hf[won]
+
+    # Hit points (float64 from here on), normals and pixel footprints.
+    depth = depth.astype(np.float64)
     finite = np.isfinite(depth)
     t = np.where(finite, depth, 0.0)
-    world = o + t[..., None] * dirs  # (H, W, 3)
-    all_off = scene.offsets(tau)  # (N+2, 3)
-    local = world - all_off[prim]
-    normal = np.zeros((h, w, 3))
-    normal[..., 1] = 1.0  # ground
-    is_prim = prim < n
-    if is_prim.any():
-        k = prim[is_prim]
-        p = world[is_prim]
-        c = (lo[k] + hi[k]) / 2
-        half = (hi[k] - lo[k]) / 2
-        rel = (p - c) / half
-        nb = np.zeros_like(rel)
-        axis = np.abs(rel).argmax(-1)
-        nb[np.arange(len(k)), axis] = np.sign(rel[np.arange(len(k)), axis])
-        ne = rel / half
-        ne /= np.linalg.norm(ne, axis=-1, keepdims=True)
-        normal[is_prim] = np.where((scene.shape[k] == Shape.BOX)[:, None], nb, ne)
-    normal[~finite] = -dirs[~finite] / np.linalg.norm(dirs[~finite], axis=-1, keepdims=True)
+    world = o + t[:, None] * dirs  # (P, 3)
+    local = world.copy()
+    moving = scene.mover[prim] >= 0
+    if moving.any():
+        local[moving] -= scene.offsets(tau)[prim[moving]]
+    normal = np.zeros((h * w, 3))
+    normal[:, 1] = 1.0  # ground
+    is_face = face >= 0
+    if is_face.any():  # box faces point against the ray along the entry axis
+        fi = np.flatnonzero(is_face)
+        ax = face[fi].astype(np.int64)
+        normal[fi] = 0.0
+        normal[fi, ax] = -np.sign(dirs[fi, ax])
+    is_ell = (prim < n) & ~is_face
+    if is_ell.any():
+        k = prim[is_ell]
+        c, r = (lo[k] + hi[k]) / 2, (hi[k] - lo[k]) / 2
+        ne = (world[is_ell] - c) / (r * r)
+        normal[is_ell] = ne / np.linalg.norm(ne, axis=-1, keepdims=True)
+    if (~finite).any():
+        normal[~finite] = -dirs[~finite] / np.linalg.norm(dirs[~finite], axis=-1, keepdims=True)
 
     # Pixel footprint on a (locally) planar surface: dP/du = t (d_u - d (n.d_u)/(n.d)), likewise for v.
     ndot = (normal * dirs).sum(-1)
     ndot = np.where(np.abs(ndot) < 0.05, np.where(ndot < 0, -0.05, 0.05), ndot)
-    fp = np.zeros((h, w, 3))
-    for axis in (0, 1):
-        du = pose.rotation[:, axis] / camera.focal  # (3,)
-        dp = t[..., None] * (du - dirs * ((normal @ du) / ndot)[..., None])
-        fp += np.abs(dp)
-    return FrameGeometry(depth=depth, prim=prim, dirs=dirs, local=local, normal=normal, footprint=fp)
+    fp = np.zeros((h * w, 3))
+    for a in (0, 1):
+        du = pose.rotation[:, a] / camera.focal  # (3,) derivative of the ray direction along image axis a
+        fp += np.abs(t[:, None] * (du - dirs * ((normal @ du) / ndot)[:, None]))
+    # Re-projection of every hit (sky: of its direction), the reference point of the flow (see motion.py).
+    xy, _ = pose.project(camera, world)
+    if (~finite).any():
+        xy[~finite] = pose.project_directions(camera, dirs[~finite])[0]
+    shape3 = (h, w, 3)
+    return FrameGeometry(depth=depth.reshape(h, w), prim=prim.reshape(h, w).astype(np.int64),
+                         dirs=dirs.reshape(shape3), world=world.reshape(shape3), local=local.reshape(shape3),
+                         moving=moving.reshape(h, w), xy=xy.reshape(h, w, 2), normal=normal.reshape(shape3),
+                         footprint=fp.reshape(shape3))

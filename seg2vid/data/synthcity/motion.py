@@ -45,28 +45,25 @@ def flow_and_visibility(
     scene: Scene,
     camera: Camera,
     src: FrameGeometry,
-    src_pose: Pose,
-    src_tau: float,
     dst: FrameGeometry,
     dst_pose: Pose,
     dst_tau: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flow (H, W, 2) float32 from ``src`` pixels to ``dst`` and the visibility mask (H, W) uint8 (1 = visible)."""
-    n = scene.num_prims
-    sky = src.prim == n + 1
-    # Surface points: object coordinates → world at each time → pixels.
-    x_src, _ = src_pose.project(camera, src.local + scene.offsets(src_tau)[src.prim])
-    x_dst, z_dst = dst_pose.project(camera, src.local + scene.offsets(dst_tau)[src.prim])
-    # Sky: points at infinity, only the camera rotation matters.
-    if sky.any():
-        d = src.dirs[sky]
-        x_src[sky] = src_pose.project_directions(camera, d)[0]
-        xd, zd = dst_pose.project_directions(camera, d)
+    h, w = camera.height, camera.width
+    finite = np.isfinite(src.depth)
+    # Surface points at the target time: static ones stay put, movers are moved by their offset.
+    points = src.world.copy()
+    if src.moving.any():
+        points[src.moving] = src.local[src.moving] + scene.offsets(dst_tau)[src.prim[src.moving]]
+    x_dst, z_dst = dst_pose.project(camera, points)
+    sky = ~finite
+    if sky.any():  # points at infinity: only the camera rotation matters
+        xd, zd = dst_pose.project_directions(camera, src.dirs[sky])
         x_dst[sky] = xd
         z_dst[sky] = np.where(zd > 0, np.inf, -np.inf)
-    flow = x_dst - x_src  # (H, W, 2)
+    flow = x_dst - src.xy  # (H, W, 2); src.xy is the same projection made with the source camera
 
-    h, w = camera.height, camera.width
     u, v = x_dst[..., 0], x_dst[..., 1]
     inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (z_dst > NEAR)
     iu = np.clip(np.rint(u), 0, w - 1).astype(np.int64)

@@ -253,18 +253,25 @@ def _add_person(b: _Builder, rng, x, z, vel, label=PERSON, y0=0.0, seated=False)
                 (hair[0], hair[1], hair[2], 0), mover=mover, group=group)
 
 
-def _add_car(b: _Builder, rng, x, z, vel, heavy_prob=0.0):
-    """A car (lower body + cabin), or a bus or a truck; length along Z."""
+def _add_car(b: _Builder, rng, x, z, vel, heavy_prob=0.0, rear_at_z=False):
+    """A car (lower body + cabin), or a bus or a truck, centred at ``z`` (or with its rear end at ``z``).
+
+    Returns the vehicle's length (along Z).
+    """
     mover, group = b.new_mover(vel)
     r = rng.random()
-    if r < heavy_prob * 0.5:  # bus
-        L, W, H = rng.uniform(10, 12.5), 2.5, rng.uniform(2.9, 3.3)
+    lengths = rng.uniform([10.0, 6.5, 3.9], [12.5, 8.5, 4.8])  # bus, truck, car
+    kind = 0 if r < heavy_prob * 0.5 else 1 if r < heavy_prob else 2
+    if rear_at_z:
+        z = z + lengths[kind] / 2
+    if kind == 0:  # bus
+        L, W, H = lengths[0], 2.5, rng.uniform(2.9, 3.3)
         color = _pick(rng, np.array([[0.85, 0.75, 0.15], [0.75, 0.1, 0.1], [0.9, 0.9, 0.9], [0.15, 0.35, 0.6]]))
         b.box((x - W / 2, 0.05, z - L / 2), (x + W / 2, H, z + L / 2), BUS, Material.BUS, color, (L, 0, 0, 0),
               mover=mover, group=group)
         return L
-    if r < heavy_prob:  # truck: cab + cargo box
-        L, W = rng.uniform(6.5, 8.5), 2.4
+    if kind == 1:  # truck: cab + cargo box
+        L, W = lengths[1], 2.4
         cab_l = 2.0
         color = _pick(rng, CAR_COLORS)
         cargo = _pick(rng, np.array([[0.9, 0.9, 0.88], [0.6, 0.6, 0.62], [0.3, 0.4, 0.6]]))
@@ -276,7 +283,7 @@ def _add_car(b: _Builder, rng, x, z, vel, heavy_prob=0.0):
         b.box((x - W / 2, 0.05, zk - (L - cab_l) / 2), (x + W / 2, rng.uniform(3.0, 3.6), zk + (L - cab_l) / 2),
               TRUCK, Material.BUS, cargo, (L - cab_l, 2, 0, 0), mover=mover, group=group)
         return L
-    L, W = rng.uniform(3.9, 4.8), rng.uniform(1.7, 1.9)
+    L, W = lengths[2], rng.uniform(1.7, 1.9)
     body_h = rng.uniform(0.9, 1.05)
     cab_h = rng.uniform(0.45, 0.6)
     color = _pick(rng, CAR_COLORS, 0.1)
@@ -491,14 +498,16 @@ def build_scene(seed: int, params: SceneParams | None = None) -> Scene:
     tau_end = 9 * FRAME_INTERVAL_S * 1.5  # a little longer than a clip, for safety margins
     n_ahead = int(pick(p.num_cars_ahead, lambda: int(rng.integers(0, 5))))
     for lane in range(lanes):
-        z = rng.uniform(8, 20)
+        z, v_prev = rng.uniform(8, 20), None
         for _ in range(n_ahead if lane == ego_lane else int(rng.integers(0, n_ahead + 1))):
             v = max(0.0, speed * rng.uniform(0.8, 1.2) + rng.uniform(-2, 2)) if speed > 0 else rng.choice(
                 [0.0, rng.uniform(3, 12)])
             if lane == ego_lane:  # never let the camera run into the car ahead
                 z = max(z, 7.0 + max(0.0, speed - v) * tau_end + 3.0)
-            L = _add_car(b, rng, lane_x[lane] + rng.uniform(-0.3, 0.3), z + 3.0, (0, 0, v), heavy)
-            z += L + rng.uniform(6, 30)
+            if v_prev is not None:  # nor two cars of a lane into each other
+                z += max(0.0, v - v_prev) * tau_end
+            L = _add_car(b, rng, lane_x[lane] + rng.uniform(-0.3, 0.3), z, (0, 0, v), heavy, rear_at_z=True)
+            z, v_prev = z + L + rng.uniform(6, 30), v
     n_on = int(pick(p.num_cars_oncoming, lambda: int(rng.integers(0, 6))))
     for i in range(n_on):
         lane = int(rng.integers(lanes))

@@ -9,6 +9,8 @@ bilinear warping to reproduce it, which is what the ground-truth flow is checked
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from .geometry import Camera, FrameGeometry
@@ -31,14 +33,25 @@ def _hash2(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
     return h.astype(np.float64) * (1.0 / 4294967296.0)
 
 
+_LATTICE = 256  # the noise lattice repeats every 256 cells (≥ 32 m at the lowest frequency used)
+_TABLE = _hash2(np.arange(_LATTICE * _LATTICE) % _LATTICE, np.arange(_LATTICE * _LATTICE) // _LATTICE, 12345)
+_TABLE = _TABLE.astype(np.float32)
+
+
 def value_noise(u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
-    """Smooth value noise in [0, 1) with unit lattice spacing."""
+    """Smooth value noise in [0, 1) with unit lattice spacing (bilinear between random lattice values)."""
+    shift = _hash2(np.array([seed]), np.array([seed + 1]), 99)[0] * _LATTICE  # per-seed offset of the lattice
+    u = u + shift
+    v = v + shift * 0.618
     iu, iv = np.floor(u), np.floor(v)
-    fu, fv = u - iu, v - iv
+    fu, fv = (u - iu).astype(np.float32), (v - iv).astype(np.float32)
     fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
-    iu, iv = iu.astype(np.int64), iv.astype(np.int64)
-    a, b = _hash2(iu, iv, seed), _hash2(iu + 1, iv, seed)
-    c, d = _hash2(iu, iv + 1, seed), _hash2(iu + 1, iv + 1, seed)
+    m = _LATTICE - 1
+    iu, iv = iu.astype(np.int64) & m, iv.astype(np.int64) & m
+    iu1, iv1 = (iu + 1) & m, (iv + 1) & m
+    row0, row1 = iv * _LATTICE, iv1 * _LATTICE
+    a, b = _TABLE.take(row0 + iu), _TABLE.take(row0 + iu1)
+    c, d = _TABLE.take(row1 + iu), _TABLE.take(row1 + iu1)
     return (a + (b - a) * fu) * (1 - fv) + (c + (d - c) * fu) * fv
 
 
@@ -92,20 +105,52 @@ def _face_uv(p, n, fp):
 
 
 class _Pixels:
-    """The pixels of one material in one frame."""
+    """The pixels of one material in one frame (attributes are gathered on first use)."""
 
     def __init__(self, scene: Scene, geom: FrameGeometry, idx: np.ndarray):
-        self.k = geom.prim.reshape(-1)[idx]
-        self.p = geom.local.reshape(-1, 3)[idx]
-        self.n = geom.normal.reshape(-1, 3)[idx]
-        self.fp = geom.footprint.reshape(-1, 3)[idx]
-        self.color = scene.color[self.k]
-        self.param = scene.param[self.k]
-        n = scene.num_prims
-        kk = np.minimum(self.k, n - 1)
-        self.lo, self.hi = scene.lo[kk], scene.hi[kk]
-        self.center = (self.lo + self.hi) / 2
+        self._scene, self._geom, self._idx = scene, geom, idx
+        self.k = geom.prim.reshape(-1).take(idx)
         self.seed = scene.noise_seed
+
+    def _pixel(self, name):
+        arr = getattr(self._geom, name)
+        return arr.reshape(-1, arr.shape[-1]).take(self._idx, axis=0)
+
+    def _prim(self, name):
+        arr = getattr(self._scene, name)
+        return arr.take(np.minimum(self.k, len(arr) - 1), axis=0)
+
+    @cached_property
+    def p(self):  # (n, 3) object coordinates
+        return self._pixel("local")
+
+    @cached_property
+    def n(self):  # (n, 3) normals
+        return self._pixel("normal")
+
+    @cached_property
+    def fp(self):  # (n, 3) footprints
+        return self._pixel("footprint")
+
+    @cached_property
+    def color(self):
+        return self._prim("color")
+
+    @cached_property
+    def param(self):
+        return self._prim("param")
+
+    @cached_property
+    def lo(self):
+        return self._prim("lo")
+
+    @cached_property
+    def hi(self):
+        return self._prim("hi")
+
+    @cached_property
+    def center(self):
+        return (self.lo + self.hi) / 2
 
 
 def _ground(s: _Pixels, scene: Scene):
