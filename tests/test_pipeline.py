@@ -19,8 +19,11 @@ SIZE = (32, 64)  # (H, W) of the tiny models
 T = 4
 
 
-def tiny_models(seed: int = 0, size=SIZE) -> tuple[ImageGenerator, FlowPredictor]:
-    """Randomly initialised, tiny stage-1 and stage-2 networks (milliseconds per call on a CPU)."""
+def tiny_models(seed: int = 0, size=SIZE, **stage2) -> tuple[ImageGenerator, FlowPredictor]:
+    """Randomly initialised, tiny stage-1 and stage-2 networks (milliseconds per call on a CPU).
+
+    ``stage2`` overrides FlowPredictorConfig fields (e.g. the ``semantics`` / ``use_flow`` variants).
+    """
     torch.manual_seed(seed)
     image_generator = ImageGenerator(
         ImageGeneratorConfig(base_channels=4, num_downsample=2, num_res_blocks=1, max_channels=8, image_size=size)
@@ -36,6 +39,7 @@ def tiny_models(seed: int = 0, size=SIZE) -> tuple[ImageGenerator, FlowPredictor
             motion_channels=(4, 4, 8, 8, 8),
             decoder_channels=(8, 8, 4, 4),
             refiner_channels=(4, 4, 8, 8),
+            **stage2,
         )
     )
     # Output layers initialised to zero (zero flow, identity refiner) would make every seed look alike.
@@ -247,6 +251,16 @@ def test_motion_scale_zero_gives_zero_flow_and_scales_linearly(pipe, ids):
     full, half = pipe(ids, seed=2), pipe(ids, seed=2, motion_scale=0.5)
     assert np.abs(full.flow_bwd).max() > 0
     np.testing.assert_allclose(half.flow_bwd, 0.5 * full.flow_bwd, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [dict(semantics="none"), dict(semantics="one_encoder"), dict(use_flow=False)])
+def test_model_variants_run_through_the_same_pipeline(ids, variant):
+    pipe = Seg2VidPipeline(*tiny_models(**variant))
+    a, b = pipe(ids, seed=0), pipe(ids, seed=1)
+    assert a.frames.shape == (T + 1, *SIZE, 3) and a.flow_fwd.shape == (T, *SIZE, 2)
+    assert a.z_fg.shape == (6,) and a.z_bg.shape == (3,)
+    assert not np.array_equal(a.frames[1:], b.frames[1:])  # z still changes the video
+    np.testing.assert_array_equal(pipe(ids, seed=0, z_fg=a.z_fg, z_bg=a.z_bg).frames, a.frames)
 
 
 def test_returned_codes_are_ordinary_tensors(pipe, ids):

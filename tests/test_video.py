@@ -95,7 +95,7 @@ def test_upscale_and_make_even():
     nearest = upscale(frames, 2)
     assert nearest.shape == (2, 6, 10, 3)
     np.testing.assert_array_equal(nearest[:, ::2, ::2], frames)
-    assert upscale(frames, 1) is not None and upscale(frames, 1).shape == frames.shape
+    np.testing.assert_array_equal(upscale(frames, 1), frames)
     even = make_even(frames)
     assert even.shape == (2, 4, 6, 3)
     np.testing.assert_array_equal(even[:, :3, :5], frames)
