@@ -64,7 +64,9 @@ def flow_and_visibility(
         z_dst[sky] = np.where(zd > 0, np.inf, -np.inf)
     flow = x_dst - src.xy  # (H, W, 2); src.xy is the same projection made with the source camera
 
-    u, v = x_dst[..., 0], x_dst[..., 1]
+    # Test the position a user of the flow will sample: pixel centre + flow.
+    u = np.arange(w, dtype=np.float64)[None, :] + flow[..., 0]
+    v = np.arange(h, dtype=np.float64)[:, None] + flow[..., 1]
     inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (z_dst > NEAR)
     iu = np.clip(np.rint(u), 0, w - 1).astype(np.int64)
     iv = np.clip(np.rint(v), 0, h - 1).astype(np.int64)
@@ -74,4 +76,8 @@ def flow_and_visibility(
         inv_pt = np.where(np.isfinite(z_dst) & (z_dst > 0), 1.0 / np.maximum(z_dst, NEAR), 0.0)
     in_front = _bilinear(inv_dst, u, v) > inv_pt * (1 + DEPTH_TOLERANCE) + 1e-6
     visible = inside & same_body & ~in_front
-    return flow.astype(np.float32), visible.astype(np.uint8)
+    flow = flow.astype(np.float32)
+    # The float32 rounding must not carry a visible sample outside the frame.
+    visible &= (np.arange(w)[None, :] + flow[..., 0] >= 0) & (np.arange(w)[None, :] + flow[..., 0] <= w - 1)
+    visible &= (np.arange(h)[:, None] + flow[..., 1] >= 0) & (np.arange(h)[:, None] + flow[..., 1] <= h - 1)
+    return flow, visible.astype(np.uint8)
