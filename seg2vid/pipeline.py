@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -254,7 +255,7 @@ class Seg2VidPipeline:
         """
         from PIL import Image, UnidentifiedImageError
 
-        if isinstance(image, (str, Path)):
+        if isinstance(image, (str, os.PathLike)):
             path = Path(image)
             if not path.is_file():
                 raise ValueError(f"No first-frame image at {str(path)!r}.")
