@@ -418,9 +418,9 @@ def build_scene(seed: int, params: SceneParams | None = None) -> Scene:
         x_out = x_in + sidewalk_w
         spans = [(z_min, z_max)] if crossing is None else [(z_min, crossing[0]), (crossing[1], z_max)]
         for z0, z1 in spans:
-            lo, hi = (x_in, 0.0, z0), (x_out + 30.0, kerb_h, z1)
+            lo, hi = (x_in, 0.0, z0), (x_out + 0.3, kerb_h, z1)  # beyond it: front yards, lots (terrain)
             if side < 0:
-                lo, hi = (-x_out - 30.0, 0.0, z0), (-x_in, kerb_h, z1)
+                lo, hi = (-x_out - 0.3, 0.0, z0), (-x_in, kerb_h, z1)
             b.box(lo, hi, SIDEWALK, Material.SIDEWALK, pave)
             if grass:  # a terrain strip inside the sidewalk, next to the kerb
                 g0, g1 = x_in + 0.4, x_in + 1.6
