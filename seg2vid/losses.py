@@ -1,0 +1,237 @@
+"""Training losses of seg2vid: the stage-2 cVAE loss (paper Eq. 3–7) and the stage-1 pix2pixHD losses.
+
+Pure functions of tensors. Conventions (DESIGN.md, :mod:`seg2vid.warp`): frames in [-1, 1]; flows in pixels,
+(dx, dy); ``I_t(x) ≈ I_0(x + w^b_t(x))`` and ``I_0(x) ≈ I_t(x + w^f_t(x))``; occlusion maps 1 = visible.
+
+Normalisation: every term is the **mean** over all its elements — batch, time, channels (RGB or flow
+components) and pixels — where the paper writes sums over t and x; the KL term is the mean over batch and latent
+dimensions. Terms therefore do not grow with resolution, clip length or |z|, and the paper's weights
+(``LossWeights``) balance them as written. Flows stay in pixels, so the flow terms (Eq. 4–5) scale with the
+resolution the model is trained at.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import ImageGANLossWeights, LossWeights
+from .networks.flow_predictor import FlowPrediction, MotionPosterior
+from .warp import warp
+
+__all__ = [
+    "LossWeights",
+    "ImageGANLossWeights",
+    "reconstruction_loss",
+    "smoothness_loss",
+    "consistency_loss",
+    "l1_loss",
+    "vgg_loss",
+    "occlusion_penalty",
+    "kl_divergence",
+    "cvae_loss",
+    "gan_loss",
+    "feature_matching_loss",
+]
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) → (B·T, C, H, W)."""
+    return x.reshape(-1, *x.shape[2:])
+
+
+def _check_video_pair(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}.")
+
+
+def reconstruction_loss(
+    video: torch.Tensor,
+    flow_fwd: torch.Tensor,
+    flow_bwd: torch.Tensor,
+    occ_fwd: torch.Tensor,
+    occ_bwd: torch.Tensor,
+) -> torch.Tensor:
+    """Eq. 3, occlusion-masked bidirectional reconstruction:
+
+        Σ_t Σ_x  o^f_t(x) |I_0(x) − I_t(x + w^f_t(x))|  +  o^b_t(x) |I_t(x) − I_0(x + w^b_t(x))|
+
+    video (B, T+1, 3, H, W) with I_0 first; flows (B, T, 2, H, W) pixels; occlusions (B, T, 1, H, W).
+    Returns a scalar (means, see the module docstring).
+    """
+    b, t1, c, h, w = video.shape
+    t = t1 - 1
+    if flow_fwd.shape != (b, t, 2, h, w) or flow_bwd.shape != flow_fwd.shape:
+        raise ValueError(f"flows must be ({b}, {t}, 2, {h}, {w}); got {tuple(flow_fwd.shape)}, {tuple(flow_bwd.shape)}.")
+    i0 = video[:, :1].expand(b, t, c, h, w).reshape(b * t, c, h, w)  # (B·T, 3, H, W)
+    it = _frames(video[:, 1:])  # (B·T, 3, H, W)
+    fwd = _frames(occ_fwd) * (i0 - warp(it, _frames(flow_fwd))).abs()  # I_t sampled at x + w^f_t(x)
+    bwd = _frames(occ_bwd) * (it - warp(i0, _frames(flow_bwd))).abs()  # I_0 sampled at x + w^b_t(x)
+    return fwd.mean() + bwd.mean()
+
+
+def _gradient_l1(flow: torch.Tensor) -> torch.Tensor:
+    """mean |∂W/∂x| + mean |∂W/∂y| for flow (..., 2, H, W)."""
+    dx = flow[..., :, 1:] - flow[..., :, :-1]
+    dy = flow[..., 1:, :] - flow[..., :-1, :]
+    return dx.abs().mean() + dy.abs().mean()
+
+
+def smoothness_loss(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor) -> torch.Tensor:
+    """Eq. 4, first-order smoothness |∇W^f|_1 + |∇W^b|_1 (forward differences in x and y); flows (B, T, 2, H, W)."""
+    return _gradient_l1(flow_fwd) + _gradient_l1(flow_bwd)
+
+
+def consistency_loss(
+    flow_fwd: torch.Tensor, flow_bwd: torch.Tensor, occ_fwd: torch.Tensor, occ_bwd: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 5, forward-backward consistency on visible pixels:
+
+        Σ_t Σ_x  o^f_t(x) |w^f_t(x) + w^b_t(x + w^f_t(x))|  +  o^b_t(x) |w^b_t(x) + w^f_t(x + w^b_t(x))|
+
+    Following a flow and then the other direction's flow must return to x, so the two flows *cancel*: the paper
+    prints a minus sign, which would vanish only for w^f = w^b; the sum is the residual of the round trip (as in
+    the forward-backward check of Sundaram et al. / UnFlow). Flows (B, T, 2, H, W), occlusions (B, T, 1, H, W).
+    """
+    _check_video_pair("consistency_loss flows", flow_fwd, flow_bwd)
+    wf, wb = _frames(flow_fwd), _frames(flow_bwd)
+    fwd = _frames(occ_fwd) * (wf + warp(wb, wf)).abs()
+    bwd = _frames(occ_bwd) * (wb + warp(wf, wb)).abs()
+    return fwd.mean() + bwd.mean()
+
+
+def l1_loss(frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 6, L_l1(V̂, V): mean |Î_t − I_t| over frames (B, T, 3, H, W) (or any matching shapes)."""
+    _check_video_pair("l1_loss", frames, target)
+    return (frames - target).abs().mean()
+
+
+def vgg_loss(vgg, frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 6, L_l1(φ(V̂), φ(V)): mean over VGG-19 layers (relu1_2, relu2_2, relu3_3) of mean |φ(Î) − φ(I)|.
+
+    ``vgg`` is a :class:`~seg2vid.networks.vgg.VGGFeatures`; frames / target (..., 3, H, W) in [-1, 1] (videos
+    are flattened to frames). The target's features carry no gradient.
+    """
+    _check_video_pair("vgg_loss", frames, target)
+    frames, target = frames.reshape(-1, *frames.shape[-3:]), target.reshape(-1, *target.shape[-3:])
+    with torch.no_grad():
+        target_features = vgg(target)
+    fake_features = vgg(frames)
+    terms = [(f - r).abs().mean() for f, r in zip(fake_features, target_features)]
+    return torch.stack(terms).mean()
+
+
+def occlusion_penalty(occ_fwd: torch.Tensor, occ_bwd: torch.Tensor) -> torch.Tensor:
+    """Eq. 6, |1 − O^b|_1 + |1 − O^f|_1 (means): keeps the occlusion maps from the trivial all-occluded solution."""
+    return (1 - occ_bwd).abs().mean() + (1 - occ_fwd).abs().mean()
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Eq. 7, D_KL(N(mu, exp(logvar)) || N(0, I)), mean over batch and latent dimensions; mu, logvar (B, D).
+
+    Per dimension: ½ (mu² + exp(logvar) − logvar − 1).
+    """
+    _check_video_pair("kl_divergence", mu, logvar)
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).mean()
+
+
+def cvae_loss(
+    prediction: FlowPrediction, video: torch.Tensor, weights: LossWeights | None = None, vgg=None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 7: L_cVAE = L_data + β KL, with Eq. 6's
+
+        L_data = λ_r L_r + λ_fs L_fs + λ_fc L_fc + λ_l1 L_l1(V̂, V) + λ_vgg L_l1(φ(V̂), φ(V))
+                 + λ_p (|1 − O^b|_1 + |1 − O^f|_1)
+
+    ``prediction`` from ``FlowPredictor.forward`` (its ``posterior`` is required for the KL term); ``video``
+    (B, T+1, 3, H, W) in [-1, 1], frame 0 first; ``vgg`` a ``VGGFeatures`` or None (then the perceptual term is
+    skipped and reported as 0). Computed in float32 (safe under autocast).
+
+    Returns ``(total, terms)``: ``terms`` holds the detached, *unweighted* 0-d tensors ``reconstruction``,
+    ``smoothness``, ``consistency``, ``l1``, ``vgg``, ``occlusion``, ``kl`` (over all of z), ``kl_fg``, ``kl_bg``.
+    """
+    weights = weights if weights is not None else LossWeights()
+    if not isinstance(prediction, FlowPrediction):
+        raise ValueError(f"prediction must be a FlowPrediction; got {type(prediction).__name__}.")
+    if not isinstance(prediction.posterior, MotionPosterior):
+        raise ValueError("prediction.posterior is missing: compute the prediction with FlowPredictor.forward().")
+    b, t = prediction.frames.shape[:2]
+    if video.dim() != 5 or video.shape[0] != b or video.shape[1] != t + 1 or video.shape[2:] != prediction.frames.shape[2:]:
+        raise ValueError(
+            f"video must be ({b}, {t + 1}, 3, H, W) matching the prediction {tuple(prediction.frames.shape)}; "
+            f"got {tuple(video.shape)}."
+        )
+    video = video.float()
+    p = {k: getattr(prediction, k).float() for k in ("flow_fwd", "flow_bwd", "occ_fwd", "occ_bwd", "frames")}
+    q = prediction.posterior
+    zero = video.new_zeros(())
+
+    terms = {
+        "reconstruction": reconstruction_loss(video, p["flow_fwd"], p["flow_bwd"], p["occ_fwd"], p["occ_bwd"]),
+        "smoothness": smoothness_loss(p["flow_fwd"], p["flow_bwd"]),
+        "consistency": consistency_loss(p["flow_fwd"], p["flow_bwd"], p["occ_fwd"], p["occ_bwd"]),
+        "l1": l1_loss(p["frames"], video[:, 1:]),
+        "vgg": vgg_loss(vgg, p["frames"], video[:, 1:]) if vgg is not None and weights.lambda_vgg > 0 else zero,
+        "occlusion": occlusion_penalty(p["occ_fwd"], p["occ_bwd"]),
+    }
+    kl_fg = kl_divergence(q.mu_fg.float(), q.logvar_fg.float())
+    kl_bg = kl_divergence(q.mu_bg.float(), q.logvar_bg.float())
+    n_fg, n_bg = q.mu_fg.shape[1], q.mu_bg.shape[1]
+    terms["kl"] = (kl_fg * n_fg + kl_bg * n_bg) / (n_fg + n_bg)  # the mean over all of z
+
+    total = (
+        weights.lambda_r * terms["reconstruction"]
+        + weights.lambda_fs * terms["smoothness"]
+        + weights.lambda_fc * terms["consistency"]
+        + weights.lambda_l1 * terms["l1"]
+        + weights.lambda_vgg * terms["vgg"]
+        + weights.lambda_p * terms["occlusion"]
+        + weights.beta * terms["kl"]
+    )
+    terms["kl_fg"], terms["kl_bg"] = kl_fg, kl_bg
+    return total, {k: v.detach() for k, v in terms.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- stage 1
+def gan_loss(
+    outputs: list[list[torch.Tensor]], target_is_real: bool, mode: str = "lsgan", for_discriminator: bool = True
+) -> torch.Tensor:
+    """Adversarial loss on ``MultiscaleDiscriminator`` outputs (the last tensor of each scale = patch logits).
+
+    ``mode="lsgan"`` (pix2pixHD): mean (D − 1)² for real targets, mean D² for fake ones, for both players.
+    ``mode="hinge"``: the discriminator minimises mean relu(1 − D) on real and mean relu(1 + D) on fake; the
+    generator (``for_discriminator=False``, ``target_is_real=True``) minimises −mean D.
+    Averaged over scales.
+    """
+    if mode not in ("lsgan", "hinge"):
+        raise ValueError(f"gan mode must be 'lsgan' or 'hinge'; got {mode!r}.")
+    if not outputs:
+        raise ValueError("gan_loss got no discriminator outputs.")
+    losses = []
+    for scale in outputs:
+        logits = scale[-1].float()
+        if mode == "lsgan":
+            target = 1.0 if target_is_real else 0.0
+            losses.append((logits - target).pow(2).mean())
+        elif for_discriminator:
+            losses.append(F.relu(1 - logits).mean() if target_is_real else F.relu(1 + logits).mean())
+        else:
+            if not target_is_real:
+                raise ValueError("the hinge generator loss is defined for target_is_real=True only.")
+            losses.append(-logits.mean())
+    return torch.stack(losses).mean()
+
+
+def feature_matching_loss(fake_outputs: list[list[torch.Tensor]], real_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
+    """pix2pixHD feature matching: mean over scales and intermediate layers of mean |D_l(fake) − D_l(real)|.
+
+    The patch logits (last layer) are excluded; the real features are detached.
+    """
+    if len(fake_outputs) != len(real_outputs):
+        raise ValueError(f"feature_matching_loss: {len(fake_outputs)} fake vs {len(real_outputs)} real scales.")
+    losses = []
+    for fake, real in zip(fake_outputs, real_outputs):
+        if len(fake) != len(real) or len(fake) < 2:
+            raise ValueError("feature_matching_loss: each scale needs the same ≥2 layers for fake and real.")
+        losses += [(f.float() - r.detach().float()).abs().mean() for f, r in zip(fake[:-1], real[:-1])]
+    return torch.stack(losses).mean()

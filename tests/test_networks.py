@@ -1,0 +1,382 @@
+"""The seg2vid networks: configs, stage 1 (generator, discriminator), stage 2 (FlowPredictor and its parts), VGG."""
+
+import json
+
+import pytest
+import torch
+
+from seg2vid.config import DiscriminatorConfig, FlowPredictorConfig, ImageGeneratorConfig
+from seg2vid.labels import NUM_BG, NUM_CLASSES
+from seg2vid.networks import (
+    FlowPrediction,
+    FlowPredictor,
+    ImageEncoding,
+    ImageGenerator,
+    MotionPosterior,
+    MultiscaleDiscriminator,
+    VGGFeatures,
+)
+from seg2vid.networks.vgg import VGG19_FILENAME
+
+H, W, T = 32, 64, 4
+
+
+def tiny_flow_config(**overrides) -> FlowPredictorConfig:
+    kw = dict(
+        num_frames=T,
+        image_size=(H, W),
+        z_fg_dim=12,
+        z_bg_dim=4,
+        encoder_stem_channels=4,
+        encoder_channels=(8, 8, 16),
+        motion_channels=(4, 8, 8),
+        motion_pool_size=(1, 2),
+        decoder_channels=(16, 8, 8),
+        decoder_full_3d_levels=1,
+        bottleneck_frames=1,
+        refiner_channels=(8, 8),
+    )
+    kw.update(overrides)
+    return FlowPredictorConfig(**kw)
+
+
+def tiny_generator_config(**overrides) -> ImageGeneratorConfig:
+    kw = dict(base_channels=4, num_downsample=2, num_res_blocks=1, max_channels=16, image_size=(H, W))
+    kw.update(overrides)
+    return ImageGeneratorConfig(**kw)
+
+
+def heatmaps_for(b=1, h=H, w=W, seed=0):
+    ids = torch.randint(0, NUM_CLASSES, (b, h // 8, w // 8), generator=torch.Generator().manual_seed(seed))
+    ids = ids.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    return torch.nn.functional.one_hot(ids, NUM_CLASSES).permute(0, 3, 1, 2).float()
+
+
+def video_for(b=1, t=T, h=H, w=W, seed=0):
+    return torch.rand(b, t + 1, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def randomise_heads(model: FlowPredictor, std=0.3):
+    """The flow head and refiner output start at zero (identity); tests that need z to matter perturb them."""
+    with torch.no_grad():
+        model.flow_decoder.head.weight.normal_(0, std, generator=torch.Generator().manual_seed(1))
+        model.refiner.to_residual.weight.normal_(0, std, generator=torch.Generator().manual_seed(2))
+
+
+# ------------------------------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("cls", [ImageGeneratorConfig, DiscriminatorConfig, FlowPredictorConfig])
+def test_config_json_round_trip(cls):
+    cfg = cls()
+    again = cls.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+def test_flow_config_defaults_follow_the_paper():
+    cfg = FlowPredictorConfig()
+    assert (cfg.z_fg_dim, cfg.z_bg_dim, cfg.num_frames) == (896, 128, 8)  # section 4.2
+    assert cfg.semantics == "two_path" and cfg.use_flow
+
+
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"not_a_key": 1}, "not_a_key"),
+        ({"z_fg_dim": "896"}, "z_fg_dim"),
+        ({"z_fg_dim": 1.5}, "z_fg_dim"),
+        ({"use_flow": 1}, "use_flow"),
+        ({"semantics": "three_path"}, "semantics"),
+        ({"image_size": [100, 256]}, "image_size"),
+        ({"image_size": [128]}, "image_size"),
+        ({"decoder_channels": [8, 8]}, "decoder_channels"),
+        ({"max_flow": -1.0}, "max_flow"),
+    ],
+)
+def test_flow_config_from_dict_rejects_bad_values_naming_the_key(bad, key):
+    with pytest.raises(ValueError, match=key):
+        FlowPredictorConfig.from_dict(bad)
+
+
+def test_generator_config_rejects_negative_appearance_dim():
+    with pytest.raises(ValueError, match="appearance_dim"):
+        ImageGeneratorConfig.from_dict({"appearance_dim": -1})
+
+
+def test_default_models_stay_small():
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert 1e6 <= count(ImageGenerator(ImageGeneratorConfig())) <= 3e6
+    assert 2e6 <= count(FlowPredictor(FlowPredictorConfig())) <= 6e6
+
+
+# ------------------------------------------------------------------------------------------------- stage 1
+def test_image_generator_shape_and_range():
+    torch.manual_seed(0)
+    gen = ImageGenerator(tiny_generator_config())
+    out = gen(heatmaps_for(2))
+    assert out.shape == (2, 3, H, W)
+    assert out.min() >= -1 and out.max() <= 1
+    assert out.std() > 0  # not a constant image
+    assert gen(heatmaps_for(1, h=2 * H, w=2 * W)).shape == (1, 3, 2 * H, 2 * W)  # fully convolutional
+
+
+def test_image_generator_depends_on_labels():
+    torch.manual_seed(0)
+    gen = ImageGenerator(tiny_generator_config())
+    assert not torch.allclose(gen(heatmaps_for(seed=0)), gen(heatmaps_for(seed=1)))
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, NUM_CLASSES - 1, H, W), (1, NUM_CLASSES, H + 2, W), (NUM_CLASSES, H, W), (1, NUM_CLASSES, H, W - 2)]
+)
+def test_image_generator_rejects_bad_heatmaps(shape):
+    gen = ImageGenerator(tiny_generator_config())
+    with pytest.raises(ValueError):
+        gen(torch.zeros(shape))
+
+
+def test_image_generator_appearance_code():
+    torch.manual_seed(0)
+    gen = ImageGenerator(tiny_generator_config(appearance_dim=5))
+    heat = heatmaps_for()
+    # The modulation starts as the identity; once trained (here: perturbed) the code changes the image.
+    assert torch.allclose(gen(heat), gen(heat, torch.randn(1, 5)), atol=1e-6)
+    with torch.no_grad():
+        gen.appearance.weight.normal_(0, 0.5)
+    a, b = torch.randn(1, 5), torch.randn(1, 5)
+    assert not torch.allclose(gen(heat, a), gen(heat, b))
+    with pytest.raises(ValueError, match="appearance"):
+        gen(heat, torch.randn(1, 4))
+    with pytest.raises(ValueError, match="appearance_dim=0"):
+        ImageGenerator(tiny_generator_config())(heat, torch.randn(1, 5))
+
+
+def test_multiscale_discriminator_outputs():
+    cfg = DiscriminatorConfig(base_channels=4, num_layers=3, num_scales=3)
+    disc = MultiscaleDiscriminator(cfg)
+    out = disc(heatmaps_for(2), torch.rand(2, 3, H, W))
+    assert len(out) == 3
+    for scale in out:
+        assert len(scale) == cfg.num_layers + 2  # stride-2 layers, the stride-1 layer, the logits
+        assert scale[-1].shape[:2] == (2, 1)
+        assert all(f.shape[0] == 2 for f in scale)
+    assert out[1][-1].shape[-1] < out[0][-1].shape[-1]  # coarser scales see a pooled input
+    with pytest.raises(ValueError):
+        disc(heatmaps_for(2), torch.rand(2, 3, H, W + 8))
+    with pytest.raises(ValueError):
+        disc(torch.rand(2, 3, H, W), torch.rand(2, 3, H, W))
+
+
+# ------------------------------------------------------------------------------------------------- stage 2
+@pytest.mark.parametrize("semantics", ["none", "one_encoder", "two_path"])
+@pytest.mark.parametrize("use_flow", [True, False])
+def test_flow_predictor_shapes_for_every_variant(semantics, use_flow):
+    torch.manual_seed(0)
+    cfg = tiny_flow_config(semantics=semantics, use_flow=use_flow)
+    model = FlowPredictor(cfg)
+    b = 2
+    out = model(video_for(b), heatmaps_for(b))
+    assert isinstance(out, FlowPrediction)
+    for name, c in [("flow_fwd", 2), ("flow_bwd", 2), ("occ_fwd", 1), ("occ_bwd", 1), ("warped", 3), ("frames", 3)]:
+        assert getattr(out, name).shape == (b, T, c, H, W), name
+    post = out.posterior
+    assert isinstance(post, MotionPosterior)
+    assert post.mu_fg.shape == post.logvar_fg.shape == (b, cfg.z_fg_dim)
+    assert post.mu_bg.shape == post.logvar_bg.shape == (b, cfg.z_bg_dim)
+    assert out.frames.min() >= -1 and out.frames.max() <= 1
+    assert out.occ_bwd.min() >= 0 and out.occ_bwd.max() <= 1
+    if not use_flow:  # Fig. 9 "w/o flow": zero flows, nothing occluded, frames straight from the decoder
+        assert torch.all(out.flow_fwd == 0) and torch.all(out.flow_bwd == 0)
+        assert torch.all(out.occ_fwd == 1) and torch.all(out.occ_bwd == 1)
+    out.frames.sum().backward()  # the whole graph is differentiable
+    assert all(p.grad is not None for p in model.motion_encoders.parameters())
+
+
+def test_two_path_encoders_see_their_own_heatmaps():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config(semantics="two_path")).eval()
+    video, heat = video_for(), heatmaps_for()
+    changed_bg = heat.clone()
+    changed_bg[:, :NUM_BG] = changed_bg[:, :NUM_BG].flip(-1)  # background heatmaps only
+    a, b = model.encode_motion(video, heat), model.encode_motion(video, changed_bg)
+    assert torch.equal(a.mu_fg, b.mu_fg) and torch.equal(a.logvar_fg, b.logvar_fg)
+    assert not torch.allclose(a.mu_bg, b.mu_bg)
+
+
+def test_semantics_none_ignores_the_label_map():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config(semantics="none")).eval()
+    video = video_for()
+    a = model.encode_motion(video, heatmaps_for(seed=0))
+    b = model.encode_motion(video, None)
+    assert torch.equal(a.mu_fg, b.mu_fg) and torch.equal(a.mu_bg, b.mu_bg)
+    enc = model.encode_image(video[:, 0], None)
+    assert isinstance(enc, ImageEncoding)
+    with pytest.raises(ValueError, match="heatmaps"):
+        FlowPredictor(tiny_flow_config(semantics="one_encoder")).encode_image(video[:, 0], None)
+
+
+def test_same_z_same_video_different_z_different_flow():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config()).eval()
+    randomise_heads(model)
+    video, heat = video_for(), heatmaps_for()
+    with torch.inference_mode():
+        enc = model.encode_image(video[:, 0], heat)
+        z1 = model.sample_z(1, generator=torch.Generator().manual_seed(1))
+        z1_again = model.sample_z(1, generator=torch.Generator().manual_seed(1))
+        z2 = model.sample_z(1, generator=torch.Generator().manual_seed(2))
+        a, a_again, b = model.decode(enc, *z1), model.decode(enc, *z1_again), model.decode(enc, *z2)
+    assert all(torch.equal(x, y) for x, y in zip(z1, z1_again))
+    assert torch.equal(a.frames, a_again.frames) and torch.equal(a.flow_bwd, a_again.flow_bwd)
+    assert not torch.allclose(a.flow_bwd, b.flow_bwd)
+    assert not torch.allclose(a.frames, b.frames)
+
+
+def test_each_half_of_z_matters():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config()).eval()
+    randomise_heads(model)
+    with torch.inference_mode():
+        enc = model.encode_image(video_for()[:, 0], heatmaps_for())
+        z_fg, z_bg = model.sample_z(1, generator=torch.Generator().manual_seed(0))
+        base = model.decode(enc, z_fg, z_bg).flow_fwd
+        assert not torch.allclose(base, model.decode(enc, -z_fg, z_bg).flow_fwd)
+        assert not torch.allclose(base, model.decode(enc, z_fg, -z_bg).flow_fwd)
+
+
+def test_batch_one_encoding_is_shared_by_a_batch_of_z():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config()).eval()
+    randomise_heads(model)
+    with torch.inference_mode():
+        enc = model.encode_image(video_for()[:, 0], heatmaps_for())
+        z_fg, z_bg = model.sample_z(3, generator=torch.Generator().manual_seed(0))
+        batch = model.decode(enc, z_fg, z_bg)
+        second = model.decode(enc, z_fg[1:2], z_bg[1:2])
+    assert batch.frames.shape[0] == 3
+    assert torch.allclose(batch.flow_bwd[1:2], second.flow_bwd, atol=1e-5)
+    assert torch.allclose(batch.frames[1:2], second.frames, atol=1e-5)
+
+
+def test_motion_scale_zero_gives_a_still_video_of_the_refined_first_frame():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config()).eval()
+    randomise_heads(model)
+    frame0 = video_for()[:, 0]
+    with torch.inference_mode():
+        enc = model.encode_image(frame0, heatmaps_for())
+        z = model.sample_z(1, generator=torch.Generator().manual_seed(0))
+        moving = model.decode(enc, *z)
+        still = model.decode(enc, *z, motion_scale=0.0)
+        half = model.decode(enc, *z, motion_scale=0.5)
+        refined0 = (frame0 + model.refiner(torch.cat([frame0, torch.ones_like(frame0[:, :1])], 1))).clamp(-1, 1)
+    assert moving.flow_bwd.abs().max() > 0
+    assert torch.all(still.flow_fwd == 0) and torch.all(still.flow_bwd == 0)
+    assert torch.all(still.occ_bwd == 1)
+    assert torch.allclose(still.warped, frame0.unsqueeze(1).expand_as(still.warped), atol=1e-5)
+    assert torch.allclose(still.frames, refined0.unsqueeze(1).expand_as(still.frames), atol=1e-5)
+    assert torch.allclose(half.flow_bwd, 0.5 * moving.flow_bwd, atol=1e-5)
+
+
+def test_untrained_flow_predictor_starts_from_the_identity():
+    # Zero-initialised heads: no motion, the refiner adds nothing; warped = o^b · I0 with o^b ≈ 0.95.
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config()).eval()
+    frame0 = video_for()[:, 0]
+    with torch.inference_mode():
+        out = model.decode(model.encode_image(frame0, heatmaps_for()), *model.sample_z(1))
+    assert torch.all(out.flow_bwd == 0)
+    assert torch.allclose(out.warped, out.occ_bwd * frame0.unsqueeze(1), atol=1e-5)
+    assert torch.allclose(out.frames, out.warped.clamp(-1, 1), atol=1e-6)
+    assert 0.9 < out.occ_bwd.mean() < 1
+
+
+def test_flow_predictor_runs_at_two_resolutions_with_the_same_weights():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config()).eval()
+    with torch.inference_mode():
+        for h, w in [(H, W), (2 * H, 2 * W), (H, H)]:
+            enc = model.encode_image(torch.zeros(1, 3, h, w), heatmaps_for(h=h, w=w))
+            assert model.decode(enc, *model.sample_z(1)).frames.shape == (1, T, 3, h, w)
+
+
+def test_training_mode_samples_the_posterior_eval_mode_uses_its_mean():
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config())
+    randomise_heads(model)
+    video, heat = video_for(), heatmaps_for()
+    g = torch.Generator().manual_seed
+    train_a = model(video, heat, generator=g(0)).flow_bwd
+    train_b = model(video, heat, generator=g(1)).flow_bwd
+    assert not torch.allclose(train_a, train_b)
+    model.eval()
+    assert torch.equal(model(video, heat).flow_bwd, model(video, heat).flow_bwd)
+
+
+def test_sample_z_shapes_and_errors():
+    model = FlowPredictor(tiny_flow_config())
+    z_fg, z_bg = model.sample_z(3)
+    assert z_fg.shape == (3, 12) and z_bg.shape == (3, 4)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            model.sample_z(bad)
+
+
+def test_flow_predictor_rejects_bad_inputs():
+    model = FlowPredictor(tiny_flow_config())
+    frame0, heat = video_for()[:, 0], heatmaps_for()
+    with pytest.raises(ValueError, match="frame0"):
+        model.encode_image(torch.zeros(1, 4, H, W), heat)  # wrong channels
+    with pytest.raises(ValueError, match="multiples"):
+        model.encode_image(torch.zeros(1, 3, H + 4, W), heatmaps_for(h=H + 4))  # not divisible
+    with pytest.raises(ValueError, match="heatmaps"):
+        model.encode_image(frame0, heat[:, :18])
+    with pytest.raises(ValueError, match="height/width"):
+        model.encode_image(frame0, heatmaps_for(h=2 * H))
+    enc = model.encode_image(frame0, heat)
+    z_fg, z_bg = model.sample_z(1)
+    with pytest.raises(ValueError, match="z_fg"):
+        model.decode(enc, z_fg[:, :-1], z_bg)
+    with pytest.raises(ValueError, match="z_bg"):
+        model.decode(enc, z_fg, z_bg.unsqueeze(0))
+    with pytest.raises(ValueError, match="batch"):
+        model.decode(enc, z_fg.repeat(2, 1), z_bg)
+    with pytest.raises(ValueError, match="motion_scale"):
+        model.decode(enc, z_fg, z_bg, motion_scale=-1.0)
+    with pytest.raises(ValueError, match="video"):
+        model.encode_motion(video_for(t=T + 1), heat)  # one frame too many
+    with pytest.raises(ValueError, match="ImageGeneratorConfig"):
+        ImageGenerator(tiny_flow_config())
+
+
+# ------------------------------------------------------------------------------------------------------ VGG
+def test_vgg_from_local_returns_none_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert VGGFeatures.from_local() is None
+    with pytest.raises(ValueError, match="not found"):
+        VGGFeatures.from_local(tmp_path / "missing.pth")
+
+
+def test_vgg_from_local_loads_a_torchvision_state_dict(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    reference = VGGFeatures()
+    # torchvision's vgg19 state dict names the convolutions features.<index>; the classifier is ignored.
+    state = {f"features.{k}": v for k, v in reference.layers.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(state, tmp_path / "checkpoints" / VGG19_FILENAME)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    vgg = VGGFeatures.from_local()
+    assert vgg is not None and not any(p.requires_grad for p in vgg.parameters())
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    feats = vgg(x)
+    assert [f.shape for f in feats] == [(2, 64, 32, 48), (2, 128, 16, 24), (2, 256, 8, 12)]
+    assert all(torch.equal(a, b) for a, b in zip(feats, reference(x)))
+    vgg.train()
+    assert not vgg.training  # stays frozen in eval mode
+
+    del state["features.14.weight"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="VGG-19"):
+        VGGFeatures.from_local(tmp_path / "broken.pth")
