@@ -12,7 +12,8 @@ projections are bit-identical and the flow is exactly zero.
 The occlusion map is 1 where the point has a correspondence: ``x'`` lies inside the target frame (pixel centres
 0 … W-1, 0 … H-1), the target pixel nearest to ``x'`` sees the same rigid body, and the target's inverse depth,
 bilinearly interpolated at ``x'`` (exact on planes, where 1/z is affine in the image), is not larger than the
-point's own inverse depth by more than a relative tolerance (nothing in front of it).
+point's own inverse depth by more than a relative tolerance (nothing in front of it) — or, at creases where the
+interpolation mixes two surfaces, the nearest pixel's own inverse depth passes that test.
 """
 
 from __future__ import annotations
@@ -74,8 +75,11 @@ def flow_and_visibility(
     with np.errstate(divide="ignore"):
         inv_dst = np.where(np.isfinite(dst.depth), 1.0 / dst.depth, 0.0)
         inv_pt = np.where(np.isfinite(z_dst) & (z_dst > 0), 1.0 / np.maximum(z_dst, NEAR), 0.0)
-    in_front = _bilinear(inv_dst, u, v) > inv_pt * (1 + DEPTH_TOLERANCE) + 1e-6
-    visible = inside & same_body & ~in_front
+    limit = inv_pt * (1 + DEPTH_TOLERANCE) + 1e-6
+    # Bilinear inverse depth is exact inside a plane; at a crease (the foot of a kerb or a wall) it mixes in
+    # the other surface, so the nearest pixel's own depth may vouch for the point instead.
+    unoccluded = (_bilinear(inv_dst, u, v) <= limit) | (inv_dst[iv, iu] <= limit)
+    visible = inside & same_body & unoccluded
     flow = flow.astype(np.float32)
     # The float32 rounding must not carry a visible sample outside the frame.
     visible &= (np.arange(w)[None, :] + flow[..., 0] >= 0) & (np.arange(w)[None, :] + flow[..., 0] <= w - 1)

@@ -60,16 +60,20 @@ def fbm(u, v, fp, freq: float, octaves: int, seed: int, gain: float = 0.5) -> np
 
     ``fp`` is the pixel footprint (metres) in the (u, v) plane; octave ``k`` has ``freq * 2^k`` cells per metre.
     """
-    out = np.zeros_like(u)
+    out = np.zeros(u.shape, np.float32)
     amp, total = 1.0, 0.0
     for k in range(octaves):
         f = freq * 2.0**k
-        weight = np.clip((0.5 - fp * f) / 0.25, 0.0, 1.0)
-        if weight.any():
+        weight = np.clip((0.5 - fp * f) / 0.25, 0.0, 1.0).astype(np.float32)
+        live = np.flatnonzero(weight)
+        if live.size == weight.size:
             out += amp * weight * (value_noise(u * f, v * f, seed + 7919 * k) - 0.5)
+        elif live.size:  # only the pixels near enough to resolve this octave
+            noise = value_noise(u.take(live) * f, v.take(live) * f, seed + 7919 * k) - 0.5
+            out[live] += amp * weight.take(live) * noise
         total += amp
         amp *= gain
-    return out / total
+    return out / np.float32(total)
 
 
 def band(u, center, half, fp, period: float | None = None) -> np.ndarray:
@@ -114,7 +118,7 @@ class _Pixels:
 
     def _pixel(self, name):
         arr = getattr(self._geom, name)
-        return arr.reshape(-1, arr.shape[-1]).take(self._idx, axis=0)
+        return arr.reshape(-1, arr.shape[-1]).take(self._idx, axis=0).astype(np.float32)
 
     def _prim(self, name):
         arr = getattr(self._scene, name)
