@@ -27,6 +27,7 @@ import random
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,9 @@ class TrainOptions:
     # Hardware
     amp: str = "off"  # "off" | "bf16" | "fp16" (fp16 uses a GradScaler)
     compile: bool = False  # torch.compile the networks
-    channels_last: bool = True  # on CUDA only
+    channels_last: bool = True  # 4-D weights (and, on CUDA, input batches) in channels_last memory
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise-reproducible resume on CPU)
+    num_threads: int = 0  # CPU threads for torch (0 = torch's default: all cores); 1-2 on a shared machine
 
     # Perceptual loss
     vgg: bool = True  # use the VGG-19 loss when weights are available (recorded as what actually ran)
@@ -125,7 +127,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "shared": {"data": "synthcity", "image_size": (32, 64), "num_train_clips": 16, "num_workers": 0,
                    "batch_size": 2, "max_steps": 4, "log_every": 1, "sample_every": 2, "ckpt_every": 2,
-                   "keep_last": 2, "num_samples": 2, "ema_decay": 0.9, "vgg": False, "deterministic": True},
+                   "keep_last": 2, "num_samples": 2, "ema_decay": 0.9, "vgg": False, "deterministic": True,
+                   "num_threads": 1},
         "image": {},
         "video": {},
     },
@@ -251,7 +254,7 @@ def validate_common(options: TrainOptions) -> None:
     for key in ("batch_size", "max_steps", "log_every", "sample_every", "ckpt_every", "keep_last", "num_train_clips"):
         if getattr(o, key) < 1:
             raise OptionError(f"{key} must be at least 1; got {getattr(o, key)}")
-    for key in ("num_workers", "lr_decay_steps", "num_samples", "grad_clip"):
+    for key in ("num_workers", "lr_decay_steps", "num_samples", "grad_clip", "num_threads"):
         if getattr(o, key) < 0:
             raise OptionError(f"{key} must not be negative; got {getattr(o, key)}")
     if not o.lr > 0:
@@ -489,7 +492,9 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_torch(options: TrainOptions, dist: Distributed) -> None:
-    """Determinism and fast-math switches."""
+    """Threads, determinism and fast-math switches."""
+    if options.num_threads > 0:
+        torch.set_num_threads(options.num_threads)
     if options.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=dist.device.type != "cpu")
@@ -500,9 +505,10 @@ def configure_torch(options: TrainOptions, dist: Distributed) -> None:
 
 
 def prepare_module(module: torch.nn.Module, options: TrainOptions, dist: Distributed) -> torch.nn.Module:
-    """Move a network to the device (channels_last for its 4-D weights on CUDA)."""
+    """Move a network to the device, its 4-D weights in ``channels_last`` (the seg2vid networks run their 2-D
+    convolutions channels_last; matching weights keep DDP's gradient buckets in the layout autograd produces)."""
     module = module.to(dist.device)
-    if options.channels_last and dist.device.type == "cuda":
+    if options.channels_last:
         for p in module.parameters():  # nn.Module.to(memory_format=...) refuses the 5-D weights of 3-D convs
             if p.dim() == 4:
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
@@ -515,6 +521,9 @@ def wrap_module(module: torch.nn.Module, options: TrainOptions, dist: Distribute
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [dist.device.index] if dist.device.type == "cuda" else None
+        # 1×1 kernels: channels_last and contiguous strides differ only on size-1 dims (same memory order), which
+        # DDP's reducer reports as a layout mismatch although nothing is copied differently.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         module = DistributedDataParallel(module, device_ids=ids)
     if options.compile:
         module = torch.compile(module)
@@ -790,23 +799,47 @@ def save_training_state(run: RunFolder, dist: Distributed, options: TrainOptions
 # --------------------------------------------------------------------------------------------------------------
 
 
+def synthcity_folder_frames(folder: str) -> int:
+    """Frames per clip of a pre-rendered SynthCity folder (from its ``meta.json``)."""
+    meta = Path(folder) / "meta.json"
+    if not meta.is_file():
+        raise ValueError(f"{folder} is not a SynthCity dataset folder (no meta.json); write one with "
+                         f"`python -m seg2vid.data.synthcity --out {folder}`")
+    return int(json.loads(meta.read_text())["num_frames"])
+
+
+def _stored_seeds(folder: Path, limit: int) -> list[int]:
+    """The complete training clips (seed < HELDOUT_SEED_START) of a SynthCity folder, lowest seeds first."""
+    from seg2vid.data.synthcity import HELDOUT_SEED_START
+    from seg2vid.data.synthcity.writer import is_complete
+
+    seeds = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    seeds = [s for s in seeds if s < HELDOUT_SEED_START and is_complete(folder, s)][:limit]
+    if not seeds:
+        raise ValueError(f"{folder} holds no complete SynthCity training clips")
+    return seeds
+
+
 def build_clip_dataset(options: TrainOptions, split: str, num_frames: int, num_clips: int | None = None) -> Dataset:
     """The clip dataset named by ``options.data`` for ``split`` ("train" or "val").
 
     Every item is a dict with ``video`` (num_frames, 3, H, W) in [-1, 1], ``labels`` (num_frames, H, W) trainIds,
-    ``heatmaps`` (19, H, W) of frame 0 (see ``seg2vid.data``). SynthCity's validation clips are its held-out
-    seeds (≥ ``HELDOUT_SEED_START``), never seen in training.
+    ``heatmaps`` (19, H, W) of frame 0 (see ``seg2vid.data``). SynthCity trains on seeds 0 … num_train_clips-1
+    (rendered on the fly, or the complete clips of a pre-rendered folder); its "val" clips are held-out seeds
+    (≥ ``HELDOUT_SEED_START``), always rendered on the fly. Raises ``ValueError`` for unusable data.
     """
     kind, _, path = options.data.partition(":")
     size = tuple(options.image_size)
     if kind == "synthcity":
         from seg2vid.data.dataset import HELDOUT_SEED_START, SynthCityDataset
 
-        if split == "train":
-            seeds = range(num_clips or options.num_train_clips)
-        else:
+        if split != "train":
             seeds = range(HELDOUT_SEED_START, HELDOUT_SEED_START + (num_clips or 64))
-        return SynthCityDataset(root=path or None, seeds=seeds, size=size, num_frames=num_frames)
+            return SynthCityDataset(None, seeds, size, num_frames, allow_heldout=True)
+        if path:
+            return SynthCityDataset(path, _stored_seeds(Path(path), num_clips or options.num_train_clips), size,
+                                    num_frames)
+        return SynthCityDataset(None, range(num_clips or options.num_train_clips), size, num_frames)
     from seg2vid.data.cityscapes import CityscapesSequenceDataset
 
     return CityscapesSequenceDataset(path, split, size, num_frames=num_frames, labels_root=options.labels_root or None)

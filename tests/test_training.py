@@ -1,0 +1,319 @@
+"""Training scripts: options, exact resume, atomic checkpoints, export → pipeline, command-line errors.
+
+Every run uses the ``tiny`` preset (32×64 SynthCity clips rendered on the fly, tiny networks, a few steps) in a
+temporary runs folder, on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import common as C
+from training import export, train_image, train_video
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = {"image": train_image, "video": train_video}
+STEPS = 4  # the tiny preset's max_steps; checkpoints every 2 steps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_torch_settings():
+    """The tiny preset sets one thread and deterministic algorithms; do not leak them into other test files."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def run(stage: str, runs_dir: Path, name: str, *extra: str) -> Path:
+    return SCRIPTS[stage].main(["--preset", "tiny", "--runs-dir", str(runs_dir), "--name", name, "--no-progress",
+                                *extra])
+
+
+def checkpoint(run_dir: Path, step: int) -> dict:
+    return C.load_checkpoint(run_dir / "checkpoints" / f"step-{step:08d}.pt")
+
+
+def assert_same_tensors(a, b, where=""):
+    """Bitwise equality of nested dicts / lists of tensors and numbers."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"tensors differ at {where}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"keys differ at {where}"
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{a!r} != {b!r} at {where}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Per stage: a straight 4-step run, and a 2-step run resumed to 4 past a stray half-written checkpoint."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for stage in SCRIPTS:
+        straight = run(stage, root, f"{stage}-straight")
+        resumed = run(stage, root, f"{stage}-resumed", "--max-steps", "2")
+        # A checkpoint killed mid-write: only its temp file exists (truncated bytes of a real checkpoint).
+        good = (resumed / "checkpoints" / "step-00000002.pt").read_bytes()
+        stray = resumed / "checkpoints" / ".step-00000003.pt.4242.tmp"
+        stray.write_bytes(good[: len(good) // 2])
+        run(stage, root, f"{stage}-resumed", "--max-steps", str(STEPS), "--export", str(root / "export"))
+        out[stage] = (straight, resumed, stray)
+    return root, out
+
+
+@pytest.mark.parametrize("stage", ["image", "video"])
+def test_resume_is_bitwise_exact(runs, stage):
+    _, out = runs
+    straight, resumed, _ = out[stage]
+    a, b = checkpoint(straight, STEPS), checkpoint(resumed, STEPS)
+    assert a["step"] == b["step"] == STEPS
+    names = ["model", "model_ema", "optimizer", "scaler"] + (["discriminator", "optimizer_d"] if stage == "image" else [])
+    for name in names:
+        assert_same_tensors(a[name], b[name], name)
+    # The run really trained: the weights moved away from the step-2 checkpoint.
+    mid = checkpoint(straight, 2)["model"]
+    assert any(not torch.equal(mid[k], a["model"][k]) for k in mid if mid[k].is_floating_point())
+    # log.csv has every step once, with the same losses in both runs.
+    for run_dir in (straight, resumed):
+        rows = (run_dir / "log.csv").read_text().splitlines()
+        assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, STEPS + 1))
+    loss_col = lambda d: [r.split(",")[4] for r in (d / "log.csv").read_text().splitlines()[1:]]  # noqa: E731
+    assert loss_col(straight) == loss_col(resumed)
+
+
+@pytest.mark.parametrize("stage", ["image", "video"])
+def test_run_folder_records_options_samples_and_keeps_last_checkpoints(runs, stage):
+    _, out = runs
+    straight, _, stray = out[stage]
+    options = json.loads((straight / "options.json").read_text())
+    assert options["stage"] == stage and options["preset"] == "tiny"
+    assert options["vgg"] is False  # the tiny preset trains without the perceptual loss, and says so
+    assert options["image_size"] == [32, 64] == options["model"]["image_size"]
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["step-00000002.pt", "step-00000004.pt"]
+    suffix = ".png"
+    assert sorted(p.name for p in (straight / "samples").glob(f"*{suffix}")) == [
+        "step-00000002.png", "step-00000004.png"]
+    if stage == "video":
+        assert (straight / "samples" / "step-00000004.gif").stat().st_size > 0
+    assert stray.exists(), "the stray temp file must be ignored, not loaded or deleted by name"
+    assert [s for s, _ in C.list_checkpoints(stray.parent)] == [2, 4]
+
+
+def test_export_loads_in_pipeline_and_generates_video(runs):
+    from seg2vid import Seg2VidPipeline
+    from seg2vid.data.synthcity import HELDOUT_SEED_START, render_clip
+
+    root, out = runs
+    folder = root / "export"  # written by the two --export runs
+    pipe = Seg2VidPipeline.from_pretrained(folder)
+    # The export holds the EMA weights of the last checkpoint.
+    for stage, module in (("image", pipe.image_generator), ("video", pipe.flow_predictor)):
+        ema = checkpoint(out[stage][1], STEPS)["model_ema"]
+        assert_same_tensors({k: v.cpu() for k, v in module.state_dict().items()}, ema, stage)
+    labels = render_clip(HELDOUT_SEED_START + 5, size=(32, 64), num_frames=2).labels[0]
+    video = pipe(labels, seed=3)
+    assert video.frames.shape == (9, 32, 64, 3) and video.frames.dtype == np.uint8
+    assert video.flow_bwd.shape == (8, 32, 64, 2)
+    # export.py writes the same files from the run folders.
+    again = export.main(["--image-run", str(out["image"][1]), "--video-run", str(out["video"][1]),
+                         "--out", str(root / "export2")])
+    from safetensors.torch import load_file
+
+    for sub in ("image_generator", "flow_predictor"):
+        assert_same_tensors(load_file(again / sub / "model.safetensors"), load_file(folder / sub / "model.safetensors"))
+
+
+def test_init_from_export_starts_from_its_weights(runs, tmp_path, monkeypatch, capsys):
+    root, _ = runs
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))  # no VGG weights can be found
+    run_dir = run("image", tmp_path, "finetune", "--init-from", str(root / "export"), "--max-steps", "1",
+                  "--set", "lr=1e-9", "lr_d=1e-9", "vgg=true", "model.base_channels=8")
+    err = capsys.readouterr().err
+    assert "WITHOUT the VGG-19 perceptual loss" in err
+    options = json.loads((run_dir / "options.json").read_text())
+    assert options["vgg"] is False and options["init_from"] == str(root / "export")
+    exported = export.load_stage_weights(root / "export", train_image.ImageGenerator)
+    assert options["model"]["base_channels"] == exported.config.base_channels  # the export's config wins
+    state = checkpoint(run_dir, 1)["model"]
+    for k, v in exported.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(state[k], v, atol=1e-6, rtol=0)
+
+
+def test_killed_process_leaves_a_resumable_run(tmp_path):
+    """SIGKILL a training process while it checkpoints every step; every checkpoint on disk loads, resume works."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "training" / "train_image.py"), "--preset", "tiny", "--runs-dir",
+           str(tmp_path), "--name", "killed", "--max-steps", "200", "--set", "ckpt_every=1", "keep_last=3",
+           "sample_every=1000", "log_every=1000"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(C.list_checkpoints(ckpts)) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    found = C.list_checkpoints(ckpts)
+    assert len(found) >= 3
+    for _, path in found:  # no half-written file ever carries a checkpoint name
+        assert C.load_checkpoint(path)["step"] >= 1
+    last = found[-1][0]
+    run_dir = run("image", tmp_path, "killed", "--max-steps", str(last + 1))
+    assert checkpoint(run_dir, last + 1)["step"] == last + 1
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    folder = tmp_path / "checkpoints"
+    for step in (1, 2, 3):
+        C.save_checkpoint(folder, step, {"step": step, "w": torch.full((3,), float(step))}, keep_last=2)
+    assert [s for s, _ in C.list_checkpoints(folder)] == [2, 3]
+    (folder / "step-00000003.pt").write_bytes(b"not a checkpoint")
+    state, path = C.load_latest_checkpoint(folder, log=lambda m: None)
+    assert state["step"] == 2 and path.name == "step-00000002.pt"
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    path = tmp_path / "state.pt"
+    C.atomic_write_bytes(path, lambda f: f.write(b"old"))
+
+    def interrupted(f):
+        f.write(b"half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        C.atomic_write_bytes(path, interrupted)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    device = torch.device("cpu")
+    state = C.capture_rng_state(device)
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    C.save_checkpoint(tmp_path, 7, {"rng": [state]}, keep_last=1)
+    loaded = C.load_checkpoint(tmp_path / "step-00000007.pt")["rng"][0]
+    C.restore_rng_state(loaded, device)
+    assert random.random() == expected[0] and np.random.rand() == expected[1]
+    assert torch.equal(torch.rand(2), expected[2])
+
+
+def test_data_order_is_a_function_of_seed_and_step():
+    dist = C.Distributed(device=torch.device("cpu"))
+    options = C.TrainOptions(batch_size=3, num_workers=0, seed=5)
+    dataset = list(range(10))  # 3 batches per epoch, 1 item dropped
+
+    def stream(start, n):
+        loader, sampler = C.make_loader(dataset, options, dist)
+        it = C.batches_from(loader, sampler, start, options.seed)
+        return [next(it).tolist() for _ in range(n)]
+
+    full = stream(0, 7)
+    assert stream(4, 3) == full[4:]
+    for epoch in range(2):  # each epoch is a permutation without repeats
+        items = sum(full[3 * epoch : 3 * epoch + 3], [])
+        assert len(set(items)) == 9
+    assert full[:3] != full[3:6]  # reshuffled every epoch
+    shards = [list(C.ResumableSampler(dataset, C.Distributed(torch.device("cpu"), r, r, 2), seed=5)) for r in (0, 1)]
+    assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == len(shards[1]) == 5
+
+
+def test_set_option_parses_nested_keys_and_types():
+    options = train_video.VideoTrainOptions()
+    C.set_option(options, "lr", "3e-4")
+    C.set_option(options, "compile", "true")
+    C.set_option(options, "image_size", "64x128")
+    C.set_option(options, "model.decoder_channels", "8,4")
+    C.set_option(options, "loss.beta", "0.5")
+    assert options.lr == 3e-4 and options.compile is True and options.image_size == (64, 128)
+    assert options.model.decoder_channels == (8, 4) and options.loss.beta == 0.5
+    for key, value in [("nope", "1"), ("model.nope", "1"), ("lr", "fast"), ("compile", "maybe"), ("model", "1")]:
+        with pytest.raises(C.OptionError, match=key.split(".")[0]):
+            C.set_option(options, key, value)
+
+
+@pytest.mark.parametrize("preset", list(C.PRESETS))
+@pytest.mark.parametrize("stage", ["image", "video"])
+def test_every_preset_resolves(preset, stage, tmp_path):
+    parser = C.build_parser(stage, "")
+    args = parser.parse_args(["--preset", preset, "--data", "synthcity", "--runs-dir", str(tmp_path)])
+    script = SCRIPTS[stage]
+    cls = script.ImageTrainOptions if stage == "image" else script.VideoTrainOptions
+    options, stored = C.resolve_options(parser, args, cls, stage)
+    assert stored is None and options.name == f"{preset}-{stage}" and options.preset == preset
+    assert tuple(options.model.image_size) == tuple(options.image_size)
+    expected = {**C.PRESETS[preset]["shared"], **C.PRESETS[preset][stage]}
+    flat = C.flatten(C.options_to_dict(options))
+    for key, value in expected.items():
+        if key != "data":
+            assert flat[key] == (list(value) if isinstance(value, tuple) else value), key
+
+
+BAD_ARGS = [
+    (["--preset", "huge"], "unknown preset"),
+    (["--set", "learning_rate=1"], "unknown option 'learning_rate'"),
+    (["--set", "lr=fast"], "bad value for 'lr'"),
+    (["--set", "model.base_channels=-3"], "base_channels"),
+    (["--set", "image_size=100x200"], "multiples of 32"),
+    (["--set", "lr"], "KEY=VALUE"),
+    (["--data", "synthcity:/no/such/folder"], "data folder not found"),
+    (["--data", "imagenet"], "data must be"),
+    (["--batch-size", "many"], "invalid int value"),
+    (["--amp", "fp8"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_ARGS)
+def test_bad_arguments_exit_2_with_a_message(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_image.main(["--runs-dir", str(tmp_path), *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_resume_refuses_to_change_the_network(runs, capsys):
+    root, out = runs
+    with pytest.raises(SystemExit) as exc:
+        run("video", root, "video-straight", "--set", "model.z_fg_dim=16")
+    assert exc.value.code == 2 and "model.z_fg_dim" in capsys.readouterr().err
+
+
+def test_command_line_errors_print_one_line_and_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for script, argv in [("train_video.py", ["--set", "model.semantics=three_path"]),
+                         ("export.py", ["--out", str(tmp_path)])]:
+        res = subprocess.run([sys.executable, str(REPO / "training" / script), "--runs-dir", str(tmp_path), *argv]
+                             if script != "export.py" else [sys.executable, str(REPO / "training" / script), *argv],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert "Traceback" not in res.stderr and "error:" in res.stderr.splitlines()[-1]
+
+
+def test_push_to_hub_offline_fails_clearly(runs, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    root, _ = runs
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SystemExit) as exc:
+        export.main(["--out", str(root / "export"), "--push-to-hub", "someone/seg2vid"])
+    assert exc.value.code == 1
+    assert "offline" in capsys.readouterr().err
