@@ -172,6 +172,12 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
     # 3. Data: (frame, labels) pairs; a held-out batch for the sample grids.
     try:
         num_frames = max(2, options.frames_per_clip)
+        kind, _, folder = options.data.partition(":")
+        if kind == "synthcity" and folder:  # pre-rendered clips come with their own length
+            num_frames = C.synthcity_folder_frames(folder)
+            if options.frames_per_clip > num_frames:
+                raise ValueError(f"frames_per_clip={options.frames_per_clip} exceeds the {num_frames} frames "
+                                 f"per clip in {folder}")
         train_set = LabelledFrames(C.build_clip_dataset(options, "train", num_frames), options.frames_per_clip)
         loader, sampler = C.make_loader(train_set, options, dist)
         held_out = LabelledFrames(C.build_clip_dataset(options, "val", 2, max(options.num_samples, 1)), 1)
