@@ -48,8 +48,8 @@ def clip_block(clip, frames: list[int], flow_max: float | None = None) -> np.nda
                 tile = clip.frames[t]
             elif kind == "label":
                 tile = colorize(clip.labels[t])
-            elif t == 0:
-                tile = np.full((h, w, 3), 255 if kind == "occ" else 255, np.uint8)
+            elif t == 0:  # no flow into frame 0 itself: a blank tile (the caption goes here)
+                tile = np.full((h, w, 3), 255, np.uint8)
             elif kind == "flow":
                 tile = flow_img[t - 1]
             else:
@@ -60,7 +60,7 @@ def clip_block(clip, frames: list[int], flow_max: float | None = None) -> np.nda
         rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
     block = np.concatenate(rows[:-1], 0)
     img = Image.fromarray(block)
-    ImageDraw.Draw(img).text((w * 0 + 3, 2 * (h + 2) + 3),
+    ImageDraw.Draw(img).text((3, 2 * (h + 2) + 3),
                              f"seed {clip.seed}\n{clip.camera_speed:.1f} m/s\nmax |w| {scale:.0f}px", fill=(0, 0, 0))
     return np.asarray(img)
 

@@ -18,12 +18,13 @@ def _warp_errors(clip, direction):
     frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).double() / 255.0
     labels = torch.from_numpy(clip.labels).double().unsqueeze(1)
     T = clip.flow_bwd.shape[0]
+    first, first_l = frames[:1].expand(T, -1, -1, -1), labels[:1].expand(T, -1, -1, -1)
     if direction == "backward":  # I_t(x) ≈ I_0(x + w^b_t(x))
         flow, occ = clip.flow_bwd, clip.occ_bwd
-        src, src_l, tgt, tgt_l = frames[:1].expand(T, -1, -1, -1), labels[:1].expand(T, -1, -1, -1), frames[1:], labels[1:]
+        src, src_l, tgt, tgt_l = first, first_l, frames[1:], labels[1:]
     else:  # I_0(x) ≈ I_t(x + w^f_t(x))
         flow, occ = clip.flow_fwd, clip.occ_fwd
-        src, src_l, tgt, tgt_l = frames[1:], labels[1:], frames[:1].expand(T, -1, -1, -1), labels[:1].expand(T, -1, -1, -1)
+        src, src_l, tgt, tgt_l = frames[1:], labels[1:], first, first_l
     fl = torch.from_numpy(flow).permute(0, 3, 1, 2).double()
     vis = torch.from_numpy(occ).bool()
     err = (warp(src, fl) - tgt).abs().mean(1)[vis]

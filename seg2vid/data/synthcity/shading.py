@@ -227,7 +227,7 @@ def _building(s: _Pixels, scene: Scene):
     sill = np.where(upper, col_b * band(v, floor_h * 0.55 - win_h / 2 - 0.06, 0.05, fv, floor_h), 0.0)
     shop_b = band(u, offset, spacing * 0.8, fu, spacing * 2) * band(v, 1.45, 1.05, fv)
     windows = np.maximum(windows, np.where(shop > 0.5, shop_b, 0.0))
-    cell = _hash2(np.floor((u - offset) / spacing), np.floor(v / floor_h), s.seed + int(33)) - 0.5
+    cell = _hash2(np.floor((u - offset) / spacing), np.floor(v / floor_h), s.seed + 33) - 0.5
     glass = np.array([0.13, 0.15, 0.19]) * (1.0 + 0.9 * cell)[:, None] + 0.05 * (np.mod(v, floor_h) / floor_h)[:, None]
     col = _mix(wall, glass, windows)
     col = _mix(col, np.minimum(s.color * 1.25, 1.0), 0.8 * sill)
@@ -282,7 +282,7 @@ def _traffic_light(s: _Pixels, scene: Scene):
     du = s.p[:, 0] - s.center[:, 0]
     dv = s.p[:, 1] - s.center[:, 1]
     lamps = np.array([[1.0, 0.12, 0.05], [1.0, 0.7, 0.05], [0.15, 1.0, 0.45]])
-    col = np.tile(s.color, 1)
+    col = s.color.copy()
     for i, y in enumerate((0.28, 0.0, -0.28)):  # red on top
         inside = front & (np.hypot(du, dv - y) < 0.1)
         bright = np.where(lit == i, 1.0, 0.18)
