@@ -240,6 +240,17 @@ def _local_weights(weights_enum, path) -> Path:
     return cached
 
 
+def _load_pretrained(build, path: Path) -> nn.Module:
+    """Build a network without initialising it (on the meta device) and load ``path`` into it, strictly."""
+    with torch.device("meta"):
+        net = build()
+    try:
+        net.load_state_dict(_read_state_dict(path), strict=True, assign=True)
+    except RuntimeError as e:
+        raise FeatureWeightsUnavailable(f"{str(path)!r} does not hold the weights of this network: {e}") from None
+    return net
+
+
 class VideoFeatures(nn.Module):
     """Kinetics-400 video network without its classifier: videos (N, T, 3, H, W) in [0, 1] → (N, D) features.
 
@@ -255,10 +266,11 @@ class VideoFeatures(nn.Module):
             raise ValueError(f"Unknown video network {name!r}; choose one of {', '.join(VIDEO_NETWORKS)}.")
         builder, weights_name, self.num_features, self.input_height = VIDEO_NETWORKS[name]
         self.name = name
-        self.net = getattr(tvv, builder)(weights=None)
         if pretrained:
             path = _local_weights(getattr(tvv, weights_name).KINETICS400_V1, weights_path)
-            self.net.load_state_dict(_read_state_dict(path), strict=True)
+            self.net = _load_pretrained(lambda: getattr(tvv, builder)(weights=None), path)
+        else:
+            self.net = getattr(tvv, builder)(weights=None)
         # Drop the classifier: r3d/mc3/r2plus1d end in .fc, s3d in .classifier (a dropout + 1×1×1 conv).
         if hasattr(self.net, "fc"):
             self.net.fc = nn.Identity()
@@ -293,10 +305,13 @@ class ImageFeatures(nn.Module):
         super().__init__()
         from torchvision.models import Inception_V3_Weights, inception_v3
 
-        self.net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        def build():
+            return inception_v3(weights=None, aux_logits=True, init_weights=False)
+
         if pretrained:
-            path = _local_weights(Inception_V3_Weights.IMAGENET1K_V1, weights_path)
-            self.net.load_state_dict(_read_state_dict(path), strict=True)
+            self.net = _load_pretrained(build, _local_weights(Inception_V3_Weights.IMAGENET1K_V1, weights_path))
+        else:
+            self.net = build()
         self.net.fc = nn.Identity()
         self.net.aux_logits, self.net.AuxLogits = False, None
         self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
