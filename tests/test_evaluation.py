@@ -345,3 +345,26 @@ def test_cityscapes_tables_on_a_fake_tree(eval_setup, tmp_path, monkeypatch):
 
     missing = evaluate.evaluate_cityscapes(pipe, tmp_path / "nowhere", size=SIZE, progress=False)
     assert "no Cityscapes folder" in missing["skipped"]
+
+
+def test_train_segmenter_saves_and_resumes(tmp_path, capsys):
+    from training import train_segmenter
+
+    out = tmp_path / "seg"
+    common = ["--out", str(out), "--size", "32x64", "--crop", "16x32", "--batch-size", "2", "--pool-clips", "2",
+              "--channels", "4", "8", "--eval-clips", "1", "--no-progress"]
+    assert train_segmenter.main([*common, "--steps", "3"]) == 0
+    meta = json.loads((out / "config.json").read_text())["metadata"]
+    assert meta["steps"] == 3 and meta["next_train_seed"] == 2 + 3  # pool of 2 clips, then one new clip per step
+    assert 0 <= meta["heldout_miou"] <= 1
+    first = load_segmenter(out).state_dict()
+    assert "held-out mIoU" in capsys.readouterr().out
+
+    assert train_segmenter.main([*common, "--steps", "5", "--resume"]) == 0
+    meta = json.loads((out / "config.json").read_text())["metadata"]
+    assert meta["steps"] == 5 and meta["next_train_seed"] == 5 + 2 + 2  # resumed: seeds continue where they stopped
+    assert "resuming from step 3" in capsys.readouterr().out
+    assert any(not torch.equal(v, load_segmenter(out).state_dict()[k]) for k, v in first.items())
+
+    assert train_segmenter.main([*common, "--steps", "2", "--crop", "64x64"]) == 2
+    assert "must fit" in capsys.readouterr().err

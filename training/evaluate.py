@@ -310,6 +310,8 @@ def _fmt(v, digits: int = 3) -> str:
         return str(v)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
+    if v != 0 and abs(v) < 10 ** (1 - digits):  # too small for fixed point: keep two significant digits
+        return f"{v:.1e}"
     return f"{v:.{digits}f}"
 
 
