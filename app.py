@@ -310,7 +310,7 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                         else:
                             example_image = None
                             gr.Markdown("No example label maps are installed (`assets/examples/*.png`).")
-                    upload_note = gr.Markdown("")
+                upload_note = gr.Markdown("")
                 with gr.Accordion("Replace a class everywhere", open=False):
                     with gr.Row():
                         old_class = gr.Dropdown(names, value="car", label="Replace")
