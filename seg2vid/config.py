@@ -161,7 +161,7 @@ class FlowPredictorConfig(_Config):
     decoder_channels: tuple[int, ...] = (96, 48, 32, 16)  # at 1/16, 1/8, 1/4, 1/2 (coarse → fine)
     decoder_full_3d_levels: int = 2  # the coarsest levels use 3×3×3 convolutions, finer ones (2+1)-D ones
     bottleneck_frames: int = 2  # time steps at the bottleneck; doubled per level until num_frames
-    max_flow: float = 0.25  # flow head: tanh × max_flow × (W, H); fraction of the frame size
+    max_flow: float = 0.5  # flow head: tanh × max_flow × (W, H); fraction of the frame size
     # refiner P (Eq. 2): a U-Net on [warped frame, occlusion] predicting a residual
     refiner_channels: tuple[int, ...] = (12, 24, 48)  # at 1/2, 1/4, 1/8 (full resolution by pixel (un)shuffle)
     refiner_uses_first_frame: bool = False  # also feed I0 to the refiner

@@ -5,9 +5,11 @@ Pure functions of tensors. Conventions (DESIGN.md, :mod:`seg2vid.warp`): frames 
 
 Normalisation: every term is the **mean** over all its elements — batch, time, channels (RGB or flow
 components) and pixels — where the paper writes sums over t and x; the KL term is the mean over batch and latent
-dimensions. Terms therefore do not grow with resolution, clip length or |z|, and the paper's weights
-(``LossWeights``) balance them as written. Flows stay in pixels, so the flow terms (Eq. 4–5) scale with the
-resolution the model is trained at.
+dimensions. The flow terms (Eq. 4–5) measure flows in normalised image coordinates, where the frame spans
+[-1, 1] in x and y (``grid_sample`` units: one pixel is 2 / (W - 1) wide), not in pixels. Terms therefore do
+not grow with resolution, clip length or |z|, and the paper's weights (``LossWeights``) balance them as written:
+measured in pixels, the consistency term's constant-magnitude L1 gradient would outweigh the photometric one by
+the frame width and freeze the flows at zero.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .warp import warp
 __all__ = [
     "LossWeights",
     "ImageGANLossWeights",
+    "normalised_flow",
     "reconstruction_loss",
     "smoothness_loss",
     "consistency_loss",
@@ -38,6 +41,13 @@ __all__ = [
 def _frames(x: torch.Tensor) -> torch.Tensor:
     """(B, T, C, H, W) → (B·T, C, H, W)."""
     return x.reshape(-1, *x.shape[2:])
+
+
+def normalised_flow(flow: torch.Tensor) -> torch.Tensor:
+    """Flow (..., 2, H, W) in pixels → normalised image coordinates (the frame spans [-1, 1]; align_corners=True)."""
+    h, w = flow.shape[-2:]
+    scale = flow.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]).view(2, 1, 1)
+    return flow * scale
 
 
 def _check_video_pair(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -78,8 +88,11 @@ def _gradient_l1(flow: torch.Tensor) -> torch.Tensor:
 
 
 def smoothness_loss(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor) -> torch.Tensor:
-    """Eq. 4, first-order smoothness |∇W^f|_1 + |∇W^b|_1 (forward differences in x and y); flows (B, T, 2, H, W)."""
-    return _gradient_l1(flow_fwd) + _gradient_l1(flow_bwd)
+    """Eq. 4, first-order smoothness |∇W^f|_1 + |∇W^b|_1 (forward differences in x and y).
+
+    Flows (B, T, 2, H, W) in pixels, measured in normalised coordinates (see the module docstring).
+    """
+    return _gradient_l1(normalised_flow(flow_fwd)) + _gradient_l1(normalised_flow(flow_bwd))
 
 
 def consistency_loss(
@@ -91,12 +104,13 @@ def consistency_loss(
 
     Following a flow and then the other direction's flow must return to x, so the two flows *cancel*: the paper
     prints a minus sign, which would vanish only for w^f = w^b; the sum is the residual of the round trip (as in
-    the forward-backward check of Sundaram et al. / UnFlow). Flows (B, T, 2, H, W), occlusions (B, T, 1, H, W).
+    the forward-backward check of Sundaram et al. / UnFlow). Flows (B, T, 2, H, W) in pixels, the residual measured
+    in normalised coordinates (see the module docstring); occlusions (B, T, 1, H, W).
     """
     _check_video_pair("consistency_loss flows", flow_fwd, flow_bwd)
     wf, wb = _frames(flow_fwd), _frames(flow_bwd)
-    fwd = _frames(occ_fwd) * (wf + warp(wb, wf)).abs()
-    bwd = _frames(occ_bwd) * (wb + warp(wf, wb)).abs()
+    fwd = _frames(occ_fwd) * normalised_flow(wf + warp(wb, wf)).abs()
+    bwd = _frames(occ_bwd) * normalised_flow(wb + warp(wf, wb)).abs()
     return fwd.mean() + bwd.mean()
 
 

@@ -13,6 +13,7 @@ from seg2vid.losses import (
     gan_loss,
     kl_divergence,
     l1_loss,
+    normalised_flow,
     occlusion_penalty,
     reconstruction_loss,
     smoothness_loss,
@@ -82,14 +83,22 @@ def test_reconstruction_rejects_mismatched_flows():
 
 
 # ------------------------------------------------------------------------------------------------ Eq. 4
+def test_normalised_flow_maps_the_frame_to_the_unit_square():
+    flow = torch.zeros(1, 2, H, W)
+    flow[:, 0], flow[:, 1] = W - 1, -(H - 1)  # across the whole frame
+    n = normalised_flow(flow)
+    assert torch.allclose(n[:, 0], torch.tensor(2.0)) and torch.allclose(n[:, 1], torch.tensor(-2.0))
+
+
 def test_smoothness_is_zero_for_constant_flow_and_measures_gradients():
     _, flow_fwd, flow_bwd = translated_clip(SHIFTS)
     assert smoothness_loss(flow_fwd, flow_bwd) == 0
     a = 0.3
     ramp = torch.zeros(1, 1, 2, H, W)
-    ramp[:, :, 0] = a * torch.arange(W).float()  # u = a·x, v = 0: |∂u/∂x| = a on one of two components
-    assert torch.allclose(smoothness_loss(ramp, torch.zeros_like(ramp)), torch.tensor(a / 2))
-    assert torch.allclose(smoothness_loss(ramp, ramp), torch.tensor(a))
+    ramp[:, :, 0] = a * torch.arange(W).float()  # u = a·x, v = 0: |∂u/∂x| = a px/px on one of two components
+    per_direction = a * 2 / (W - 1) / 2  # in normalised units, averaged over the two components
+    assert torch.allclose(smoothness_loss(ramp, torch.zeros_like(ramp)), torch.tensor(per_direction))
+    assert torch.allclose(smoothness_loss(ramp, ramp), torch.tensor(2 * per_direction))
 
 
 # ------------------------------------------------------------------------------------------------ Eq. 5
@@ -103,8 +112,8 @@ def test_consistency_measures_the_round_trip_residual():
     d = torch.tensor([1.5, -0.5])
     flow = d.view(1, 1, 2, 1, 1).expand(1, T, 2, H, W).contiguous()
     ones = torch.ones(1, T, 1, H, W)
-    # Same flow both ways: every round trip ends 2d away; mean over components = |2d|_1 / 2, for both terms.
-    expected = 2 * (2 * d).abs().mean()
+    # Same flow both ways: every round trip ends 2d away; in normalised units, averaged over the components.
+    expected = 2 * (2 * d * torch.tensor([2 / (W - 1), 2 / (H - 1)])).abs().mean()
     assert torch.allclose(consistency_loss(flow, flow, ones, ones), expected)
     assert torch.allclose(consistency_loss(flow, flow, 0.5 * ones, 0 * ones), 0.25 * expected)  # occlusion-masked
 

@@ -57,10 +57,12 @@ def video_for(b=1, t=T, h=H, w=W, seed=0):
 
 
 def randomise_heads(model: FlowPredictor, std=0.3):
-    """The flow head and refiner output start at zero (identity); tests that need z to matter perturb them."""
+    """The output layers start at zero ("nothing happens"); tests that need them to matter perturb them."""
     with torch.no_grad():
         model.flow_decoder.head.weight.normal_(0, std, generator=torch.Generator().manual_seed(1))
         model.refiner.to_residual.weight.normal_(0, std, generator=torch.Generator().manual_seed(2))
+        for i, enc in enumerate(model.motion_encoders):
+            enc.to_gaussian.weight.normal_(0, std, generator=torch.Generator().manual_seed(3 + i))
 
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -195,6 +197,7 @@ def test_flow_predictor_shapes_for_every_variant(semantics, use_flow):
 def test_two_path_encoders_see_their_own_heatmaps():
     torch.manual_seed(0)
     model = FlowPredictor(tiny_flow_config(semantics="two_path")).eval()
+    randomise_heads(model)
     video, heat = video_for(), heatmaps_for()
     changed_bg = heat.clone()
     changed_bg[:, :NUM_BG] = changed_bg[:, :NUM_BG].flip(-1)  # background heatmaps only
@@ -233,6 +236,19 @@ def test_same_z_same_video_different_z_different_flow():
     assert not torch.allclose(a.frames, b.frames)
 
 
+def test_z_reaches_the_output_at_initialisation():
+    # He initialisation: the tiled z must not fade away through the decoder's layers before training starts.
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config()).eval()
+    with torch.inference_mode():
+        enc = model.encode_image(video_for()[:, 0], heatmaps_for())
+        z_a = torch.cat(model.sample_z(1, generator=torch.Generator().manual_seed(0)), 1)
+        z_b = torch.cat(model.sample_z(1, generator=torch.Generator().manual_seed(1)), 1)
+        features = [model.flow_decoder.features(enc.skips, z) for z in (z_a, z_b)]  # (1, C, T, H/2, W/2)
+    change = (features[0] - features[1]).abs().mean() / features[0].abs().mean()
+    assert change > 0.05
+
+
 def test_each_half_of_z_matters():
     torch.manual_seed(0)
     model = FlowPredictor(tiny_flow_config()).eval()
@@ -255,8 +271,8 @@ def test_batch_one_encoding_is_shared_by_a_batch_of_z():
         batch = model.decode(enc, z_fg, z_bg)
         second = model.decode(enc, z_fg[1:2], z_bg[1:2])
     assert batch.frames.shape[0] == 3
-    assert torch.allclose(batch.flow_bwd[1:2], second.flow_bwd, atol=1e-5)
-    assert torch.allclose(batch.frames[1:2], second.frames, atol=1e-5)
+    assert torch.allclose(batch.flow_bwd[1:2], second.flow_bwd, atol=1e-4)  # batched vs single convolutions
+    assert torch.allclose(batch.frames[1:2], second.frames, atol=1e-4)
 
 
 def test_motion_scale_zero_gives_a_still_video_of_the_refined_first_frame():
@@ -274,16 +290,18 @@ def test_motion_scale_zero_gives_a_still_video_of_the_refined_first_frame():
     assert moving.flow_bwd.abs().max() > 0
     assert torch.all(still.flow_fwd == 0) and torch.all(still.flow_bwd == 0)
     assert torch.all(still.occ_bwd == 1)
-    assert torch.allclose(still.warped, frame0.unsqueeze(1).expand_as(still.warped), atol=1e-5)
-    assert torch.allclose(still.frames, refined0.unsqueeze(1).expand_as(still.frames), atol=1e-5)
+    assert torch.allclose(still.warped, frame0.unsqueeze(1).expand_as(still.warped), atol=1e-4)
+    assert torch.allclose(still.frames, refined0.unsqueeze(1).expand_as(still.frames), atol=1e-4)
     assert torch.allclose(half.flow_bwd, 0.5 * moving.flow_bwd, atol=1e-5)
 
 
 def test_untrained_flow_predictor_starts_from_the_identity():
-    # Zero-initialised heads: no motion, the refiner adds nothing; warped = o^b · I0 with o^b ≈ 0.95.
+    # Zero-initialised output layers: posterior = prior, no motion, the refiner adds nothing; warped = o^b · I0.
     torch.manual_seed(0)
     model = FlowPredictor(tiny_flow_config()).eval()
     frame0 = video_for()[:, 0]
+    posterior = model.encode_motion(video_for(), heatmaps_for())
+    assert all(torch.all(t == 0) for t in (posterior.mu_fg, posterior.logvar_fg, posterior.mu_bg, posterior.logvar_bg))
     with torch.inference_mode():
         out = model.decode(model.encode_image(frame0, heatmaps_for()), *model.sample_z(1))
     assert torch.all(out.flow_bwd == 0)

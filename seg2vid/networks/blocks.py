@@ -18,6 +18,7 @@ __all__ = [
     "frames_to_video",
     "video_to_frames",
     "check_image",
+    "init_leaky_relu",
 ]
 
 NEG_SLOPE = 0.2  # LeakyReLU slope used throughout stage 2
@@ -40,6 +41,19 @@ def check_image(x: torch.Tensor, name: str, channels: int, multiple: int, batch:
         )
     if batch is not None and x.shape[0] != batch:
         raise ValueError(f"{name} has batch size {x.shape[0]}; expected {batch}.")
+
+
+def init_leaky_relu(module: nn.Module) -> None:
+    """He initialisation for LeakyReLU(0.2) networks without normalisation layers (use with ``Module.apply``).
+
+    PyTorch's default initialisation shrinks the activations' variance about threefold per layer; through the
+    stage-2 decoder's dozen layers the tiled z would then reach the output a million times weaker than the skips,
+    and the cVAE would start by ignoring z. He initialisation keeps the variance constant.
+    """
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight, a=NEG_SLOPE, nonlinearity="leaky_relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def video_to_frames(v: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,10 @@ class FlowDecoder(nn.Module):
         return tuple(proj(f) for proj, f in zip(self.skip_proj, reversed(features)))
 
     def forward(self, skips: tuple[torch.Tensor, ...], z: torch.Tensor) -> torch.Tensor:
+        return self.head(video_to_frames(self.features(skips, z)))  # (B·T, out_channels, H/2, W/2)
+
+    def features(self, skips: tuple[torch.Tensor, ...], z: torch.Tensor) -> torch.Tensor:
+        """The finest level's features (B, C, T, H/2, W/2), before the head."""
         b = z.shape[0]
         # Level 0: [tiled z, z_I0] → first convolution (see module docstring).
         z_map = self.z_to_bottleneck(z).view(b, self.channels[0], self.time_steps[0], 1, 1)  # (B, C0, T0, 1, 1)
@@ -81,4 +85,4 @@ class FlowDecoder(nn.Module):
             h = F.interpolate(h, size=size, mode="trilinear", align_corners=False)  # (B, C, T_i, H_i, W_i)
             h = self.level_in[i - 1](h.contiguous(memory_format=torch.channels_last_3d), bias=skips[i])
             h = self.level_out[i](h)
-        return self.head(video_to_frames(h))  # (B·T, out_channels, H/2, W/2)
+        return h

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..config import FlowPredictorConfig
 from ..labels import NUM_BG, NUM_CLASSES, NUM_FG, split_fg_bg
 from ..warp import warp
-from .blocks import check_image
+from .blocks import check_image, init_leaky_relu
 from .flow_decoder import FlowDecoder
 from .image_encoder import ImageEncoder
 from .motion_encoder import MotionEncoder
@@ -142,13 +142,22 @@ class FlowPredictor(nn.Module):
             full_3d_levels=c.decoder_full_3d_levels,
             out_channels=6 if c.use_flow else 3,
         )
+        self.refiner = Refiner(3 + 1 + (3 if c.refiner_uses_first_frame else 0), c.refiner_channels)
+
+        # He initialisation throughout (no normalisation layers: the variance must survive the decoder's depth
+        # for z to matter at all), except the output layers, which start from "nothing happens": the posterior
+        # equals the prior, the flows are zero, almost everything is visible and the refiner is the identity.
+        self.apply(init_leaky_relu)
+        for enc in self.motion_encoders:
+            nn.init.zeros_(enc.to_gaussian.weight)
+            nn.init.zeros_(enc.to_gaussian.bias)
         head = self.flow_decoder.head
-        nn.init.zeros_(head.weight)  # start with zero flow (warped = I0) and near-full visibility
+        nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         if c.use_flow:
             nn.init.constant_(head.bias[4:6], OCCLUSION_INIT_LOGIT)
-
-        self.refiner = Refiner(3 + 1 + (3 if c.refiner_uses_first_frame else 0), c.refiner_channels)
+        nn.init.zeros_(self.refiner.to_residual.weight)
+        nn.init.zeros_(self.refiner.to_residual.bias)
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
@@ -210,16 +219,17 @@ class FlowPredictor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw (z_fg (B, z_fg_dim), z_bg (B, z_bg_dim)) from the prior N(0, I) — what inference samples.
 
-        z_fg is drawn first, then z_bg, from ``generator`` (on its device unless ``device`` is given).
+        z_fg is drawn first, then z_bg, on ``generator``'s device (so a CPU generator gives the same z on every
+        machine); the result is moved to ``device`` (default: the model's device).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-        if device is None:
-            device = generator.device if generator is not None else next(self.parameters()).device
-        dtype = next(self.parameters()).dtype
-        z_fg = torch.randn(batch_size, self.config.z_fg_dim, generator=generator, device=device, dtype=dtype)
-        z_bg = torch.randn(batch_size, self.config.z_bg_dim, generator=generator, device=device, dtype=dtype)
-        return z_fg, z_bg
+        param = next(self.parameters())
+        device = torch.device(device) if device is not None else param.device
+        draw_on = generator.device if generator is not None else device
+        z_fg = torch.randn(batch_size, self.config.z_fg_dim, generator=generator, device=draw_on)
+        z_bg = torch.randn(batch_size, self.config.z_bg_dim, generator=generator, device=draw_on)
+        return z_fg.to(device=device, dtype=param.dtype), z_bg.to(device=device, dtype=param.dtype)
 
     def decode(
         self, enc: ImageEncoding, z_fg: torch.Tensor, z_bg: torch.Tensor, motion_scale: float = 1.0

@@ -20,8 +20,9 @@ class Refiner(nn.Module):
 
     Levels at 1/2, 1/4, ... with ``channels`` widths; the encoder has a 3×3 conv per level (stride 2 from the
     second level on) and one more 3×3 conv; the decoder reduces the coarser features with a 1×1 conv, upsamples
-    them bilinearly and convolves them concatenated with the skip. The last layer starts at zero, so an untrained
-    refiner is the identity on the warped frame: ``Î_t = clamp(warped_t + residual, -1, 1)`` (applied by the caller).
+    them bilinearly and convolves them concatenated with the skip. The caller adds the residual to the warped frame,
+    ``Î_t = clamp(warped_t + residual, -1, 1)``, and starts ``to_residual`` at zero (an untrained refiner is the
+    identity).
     """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...]):
@@ -37,8 +38,6 @@ class Refiner(nn.Module):
         self.reduce = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 1) for i in reversed(range(len(channels) - 1)))
         self.up = nn.ModuleList(ConvAct(2 * channels[i], channels[i]) for i in levels)
         self.to_residual = nn.Conv2d(channels[0], 3 * 4, 3, 1, 1)
-        nn.init.zeros_(self.to_residual.weight)
-        nn.init.zeros_(self.to_residual.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.pixel_unshuffle(x, 2).contiguous(memory_format=torch.channels_last)  # (N, 4·C_in, H/2, W/2)
