@@ -103,12 +103,13 @@ FROZEN_ON_RESUME = ("stage", "model", "disc", "image_size")
 # Presets are override dicts (dotted keys into the stage's options dataclass), one per stage. "shared" applies
 # to both stages. Only what differs from the dataclass defaults is listed.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The CPU default that trains the bundled model (checkpoints/): SynthCity rendered on the fly, 128×256.
+    # The CPU default that trains the bundled model (checkpoints/): SynthCity rendered on the fly, 128×256, on
+    # two cores (one renders clips in a DataLoader worker, one trains; --set num_threads=0 uses every core).
     "synthcity-128x256": {
-        "shared": {"data": "synthcity", "image_size": (128, 256), "num_workers": 1, "log_every": 25,
-                   "sample_every": 500, "ckpt_every": 250, "keep_last": 3},
-        "image": {"batch_size": 4, "max_steps": 30_000, "lr_decay_steps": 10_000},
-        "video": {"batch_size": 4, "max_steps": 30_000, "lr_decay_steps": 10_000},
+        "shared": {"data": "synthcity", "image_size": (128, 256), "num_workers": 1, "num_threads": 1,
+                   "log_every": 25, "sample_every": 500, "ckpt_every": 250, "keep_last": 3},
+        "image": {"batch_size": 4, "max_steps": 10_000, "lr_decay_steps": 5_000},
+        "video": {"batch_size": 4, "max_steps": 10_000, "lr_decay_steps": 5_000},
     },
     # The paper's setting (section 4.2) on Cityscapes sequences, multi-GPU.
     "cityscapes-128x256": {
@@ -251,10 +252,11 @@ def validate_common(options: TrainOptions) -> None:
     h, w = o.image_size
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise OptionError(f"image_size must be two positive multiples of 32 (H, W); got {h}x{w}")
-    for key in ("batch_size", "max_steps", "log_every", "sample_every", "ckpt_every", "keep_last", "num_train_clips"):
+    for key in ("batch_size", "max_steps", "log_every", "sample_every", "ckpt_every", "keep_last", "num_train_clips",
+                "num_samples"):
         if getattr(o, key) < 1:
             raise OptionError(f"{key} must be at least 1; got {getattr(o, key)}")
-    for key in ("num_workers", "lr_decay_steps", "num_samples", "grad_clip", "num_threads"):
+    for key in ("num_workers", "lr_decay_steps", "grad_clip", "num_threads"):
         if getattr(o, key) < 0:
             raise OptionError(f"{key} must not be negative; got {getattr(o, key)}")
     if not o.lr > 0:
@@ -343,12 +345,11 @@ def resolve_options(parser, args, options_cls, stage: str, finalize=None) -> tup
     key or value ends in ``parser.error`` (exit code 2). ``finalize(options)`` runs the script's own checks.
     """
     overrides = cli_overrides(parser, args)
-    name_given = args.name
     preset = args.preset or "synthcity-128x256"
     if preset not in PRESETS:
         parser.error(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     runs_dir = args.runs_dir or "runs"
-    name = name_given or f"{preset}-{stage}"
+    name = args.name or f"{preset}-{stage}"
     run_dir = Path(runs_dir) / name
 
     stored = None
