@@ -28,6 +28,7 @@ __all__ = [
     "reconstruction_loss",
     "smoothness_loss",
     "consistency_loss",
+    "supervised_flow_loss",
     "l1_loss",
     "vgg_loss",
     "occlusion_penalty",
@@ -112,6 +113,22 @@ def consistency_loss(
     fwd = _frames(occ_fwd) * normalised_flow(wf + warp(wb, wf)).abs()
     bwd = _frames(occ_bwd) * normalised_flow(wb + warp(wf, wb)).abs()
     return fwd.mean() + bwd.mean()
+
+
+def supervised_flow_loss(
+    flow: torch.Tensor, flow_true: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Not in the paper (which learns flow without supervision): mean end-point error against known flow.
+
+    An optional auxiliary term for data that has ground-truth flow (SynthCity): flows (B, T, 2, H, W) in pixels,
+    compared in normalised coordinates like Eq. 4–5; ``valid`` (B, T, 1, H, W) masks pixels without a
+    correspondence (e.g. the ground-truth occlusion map). Mean over all pixels.
+    """
+    _check_video_pair("supervised_flow_loss", flow, flow_true)
+    epe = normalised_flow(_frames(flow) - _frames(flow_true)).norm(dim=1, keepdim=True)  # (B·T, 1, H, W)
+    if valid is not None:
+        epe = epe * _frames(valid)
+    return epe.mean()
 
 
 def l1_loss(frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

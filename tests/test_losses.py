@@ -17,6 +17,7 @@ from seg2vid.losses import (
     occlusion_penalty,
     reconstruction_loss,
     smoothness_loss,
+    supervised_flow_loss,
     vgg_loss,
 )
 from seg2vid.networks import FlowPrediction, FlowPredictor, MotionPosterior, MultiscaleDiscriminator, VGGFeatures
@@ -129,6 +130,17 @@ def test_consistency_is_zero_for_inverse_non_uniform_flows_on_visible_pixels():
     occ[..., W // 2 - 4 : W // 2 + 4] = 0
     occ = occ * visible(flow_fwd) * visible(flow_bwd)
     assert consistency_loss(flow_fwd, flow_bwd, occ, occ) < 1e-6
+
+
+def test_supervised_flow_loss_is_the_masked_end_point_error():
+    _, flow_fwd, flow_bwd = translated_clip(SHIFTS)
+    assert supervised_flow_loss(flow_bwd, flow_bwd) == 0
+    off = flow_bwd.clone()
+    off[:, :, 0] += 3.0  # 3 px too far right everywhere
+    assert torch.allclose(supervised_flow_loss(off, flow_bwd), torch.tensor(3.0 * 2 / (W - 1)))
+    half = torch.ones(1, T, 1, H, W)
+    half[..., : W // 2] = 0
+    assert torch.allclose(supervised_flow_loss(off, flow_bwd, half), torch.tensor(1.5 * 2 / (W - 1)))
 
 
 # ------------------------------------------------------------------------------------------ Eq. 6 and 7
