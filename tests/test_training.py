@@ -299,13 +299,39 @@ def test_resume_refuses_to_change_the_network(runs, capsys):
 
 def test_command_line_errors_print_one_line_and_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    for script, argv in [("train_video.py", ["--set", "model.semantics=three_path"]),
-                         ("export.py", ["--out", str(tmp_path)])]:
-        res = subprocess.run([sys.executable, str(REPO / "training" / script), "--runs-dir", str(tmp_path), *argv]
-                             if script != "export.py" else [sys.executable, str(REPO / "training" / script), *argv],
-                             env=env, capture_output=True, text=True, timeout=120)
+    for argv in (["train_video.py", "--runs-dir", str(tmp_path), "--set", "model.semantics=three_path"],
+                 ["export.py", "--out", str(tmp_path)]):
+        res = subprocess.run([sys.executable, str(REPO / "training" / argv[0]), *argv[1:]], env=env,
+                             capture_output=True, text=True, timeout=120)
         assert res.returncode == 2, res.stderr
         assert "Traceback" not in res.stderr and "error:" in res.stderr.splitlines()[-1]
+
+
+def test_fresh_moves_the_old_run_aside(tmp_path):
+    first = run("image", tmp_path, "again", "--max-steps", "1", "--set", "loss.gan_mode=hinge")
+    second = run("image", tmp_path, "again", "--max-steps", "1", "--fresh", "--set", "loss.gan_mode=hinge")
+    assert first == second
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("again.")]
+    assert len(moved) == 1 and (moved[0] / "checkpoints" / "step-00000001.pt").is_file()
+    rows = (second / "log.csv").read_text().splitlines()
+    assert len(rows) == 2  # header + step 1 of the new run: it started over instead of resuming
+    assert json.loads((second / "options.json").read_text())["loss"]["gan_mode"] == "hinge"
+
+
+def test_torchrun_two_processes_then_resume_in_one(tmp_path):
+    """DDP on CPU (Gloo): rank 0 checkpoints every rank's RNG state; a single process resumes that run."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "training" / "train_image.py"), "--preset", "tiny", "--runs-dir", str(tmp_path), "--name",
+           "ddp", "--max-steps", "2"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = checkpoint(tmp_path / "ddp", 2)
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    log = (tmp_path / "ddp" / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2"]  # rank 0 alone writes the log
+    run_dir = run("image", tmp_path, "ddp", "--max-steps", "3")
+    assert checkpoint(run_dir, 3)["step"] == 3
 
 
 def test_push_to_hub_offline_fails_clearly(runs, monkeypatch, capsys):

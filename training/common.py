@@ -642,7 +642,9 @@ def move_aside(run_dir: Path) -> Path | None:
     if not run_dir.exists():
         return None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    target = run_dir.with_name(f"{run_dir.name}.{stamp}")
+    target, n = run_dir.with_name(f"{run_dir.name}.{stamp}"), 1
+    while target.exists():
+        target, n = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}"), n + 1
     os.replace(run_dir, target)
     return target
 
