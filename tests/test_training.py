@@ -278,6 +278,7 @@ BAD_ARGS = [
     (["--data", "imagenet"], "data must be"),
     (["--batch-size", "many"], "invalid int value"),
     (["--amp", "fp8"], "invalid choice"),
+    (["--set", "num_samples=0"], "num_samples must be at least 1"),
 ]
 
 
@@ -316,6 +317,16 @@ def test_fresh_moves_the_old_run_aside(tmp_path):
     rows = (second / "log.csv").read_text().splitlines()
     assert len(rows) == 2  # header + step 1 of the new run: it started over instead of resuming
     assert json.loads((second / "options.json").read_text())["loss"]["gan_mode"] == "hinge"
+
+
+def test_flow_supervision_adds_a_logged_term(tmp_path):
+    run_dir = run("video", tmp_path, "supervised", "--max-steps", "1", "--set", "lambda_flow_supervised=0.5")
+    header, row = (run_dir / "log.csv").read_text().splitlines()
+    values = dict(zip(header.split(","), row.split(",")))
+    assert float(values["flow_supervised"]) > 0
+    with pytest.raises(SystemExit):
+        train_video.main(["--runs-dir", str(tmp_path), "--data", f"cityscapes:{tmp_path}",
+                          "--set", "lambda_flow_supervised=1"])
 
 
 def test_torchrun_two_processes_then_resume_in_one(tmp_path):

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from seg2vid.config import FlowPredictorConfig, LossWeights
-from seg2vid.losses import cvae_loss
+from seg2vid.losses import cvae_loss, supervised_flow_loss
 from seg2vid.networks.flow_predictor import FlowPredictor
 from training import common as C
 
@@ -44,6 +44,9 @@ class VideoTrainOptions(C.TrainOptions):
 
     lr: float = 1e-4
     beta1: float = 0.9
+    # Not in the paper (which learns flow unsupervised): weight of an end-point-error term against ground-truth
+    # flow, for data that has it (SynthCity); 0 = off.
+    lambda_flow_supervised: float = 0.0
     model: FlowPredictorConfig = field(default_factory=FlowPredictorConfig)
     loss: LossWeights = field(default_factory=LossWeights)
 
@@ -59,6 +62,19 @@ C.register_model_presets(STAGE, {
     "cityscapes-128x256": _PAPER_WIDTHS,
     "cityscapes-256x512": _PAPER_WIDTHS,
 })
+
+
+def check_options(options: VideoTrainOptions) -> None:
+    if options.lambda_flow_supervised < 0:
+        raise ValueError(f"lambda_flow_supervised must not be negative; got {options.lambda_flow_supervised}")
+    if options.lambda_flow_supervised > 0 and not options.data.startswith("synthcity"):
+        raise ValueError("lambda_flow_supervised needs ground-truth flow, which only SynthCity data has")
+
+
+def flow_supervision(prediction, batch: dict) -> torch.Tensor:
+    """End-point error of both predicted flows against SynthCity's, on pixels that have a correspondence."""
+    return (supervised_flow_loss(prediction.flow_fwd.float(), batch["flow_fwd"], batch["occ_fwd"])
+            + supervised_flow_loss(prediction.flow_bwd.float(), batch["flow_bwd"], batch["occ_bwd"]))
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
     """Train stage 2; returns the run folder."""
     parser = C.build_parser(STAGE, __doc__)
     args = parser.parse_args(argv)
-    options, _ = C.resolve_options(parser, args, VideoTrainOptions, STAGE)
+    options, _ = C.resolve_options(parser, args, VideoTrainOptions, STAGE, check_options)
     try:
         dist = C.setup_distributed(options.device)
     except C.OptionError as e:
@@ -189,6 +205,9 @@ def train(options: VideoTrainOptions, dist: C.Distributed, args, parser) -> Path
         with C.autocast(options, dist):
             prediction = model_train(video, heatmaps)  # posterior sample z → flows, occlusions, frames
             loss, terms = cvae_loss(prediction, video, options.loss, vgg)  # Eq. 7
+            if options.lambda_flow_supervised > 0:
+                terms["flow_supervised"] = flow_supervision(prediction, batch)
+                loss = loss + options.lambda_flow_supervised * terms["flow_supervised"]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         C.clip_gradients(scaler, optimizer, model, options.grad_clip)
