@@ -83,7 +83,9 @@ def test_resume_is_bitwise_exact(runs, stage):
     straight, resumed, _ = out[stage]
     a, b = checkpoint(straight, STEPS), checkpoint(resumed, STEPS)
     assert a["step"] == b["step"] == STEPS
-    names = ["model", "model_ema", "optimizer", "scaler"] + (["discriminator", "optimizer_d"] if stage == "image" else [])
+    names = ["model", "model_ema", "optimizer", "scaler"]
+    if stage == "image":
+        names += ["discriminator", "optimizer_d"]
     for name in names:
         assert_same_tensors(a[name], b[name], name)
     # The run really trained: the weights moved away from the step-2 checkpoint.

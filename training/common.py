@@ -848,6 +848,14 @@ def build_clip_dataset(options: TrainOptions, split: str, num_frames: int, num_c
     return CityscapesSequenceDataset(path, split, size, num_frames=num_frames, labels_root=options.labels_root or None)
 
 
+def fixed_batch(dataset: Dataset, n: int, keys: tuple[str, ...] | None = None) -> dict:
+    """The first ``n`` items of ``dataset`` (all of them if it is shorter), collated: the samples' inputs."""
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    if keys is not None:
+        items = [{k: item[k] for k in keys} for item in items]
+    return torch.utils.data.default_collate(items)
+
+
 class ResumableSampler(DistributedSampler):
     """A ``DistributedSampler`` whose order is a pure function of ``(seed, epoch)`` and that can start mid-epoch.
 

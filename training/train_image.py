@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
     """Train stage 1; returns the run folder."""
     parser = C.build_parser(STAGE, __doc__)
     args = parser.parse_args(argv)
-    options, stored = C.resolve_options(parser, args, ImageTrainOptions, STAGE, check_options)
+    options, _ = C.resolve_options(parser, args, ImageTrainOptions, STAGE, check_options)
     try:
         dist = C.setup_distributed(options.device)
     except C.OptionError as e:
@@ -180,10 +180,10 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
                                  f"per clip in {folder}")
         train_set = LabelledFrames(C.build_clip_dataset(options, "train", num_frames), options.frames_per_clip)
         loader, sampler = C.make_loader(train_set, options, dist)
-        held_out = LabelledFrames(C.build_clip_dataset(options, "val", 2, max(options.num_samples, 1)), 1)
+        held_out = LabelledFrames(C.build_clip_dataset(options, "val", 2, options.num_samples), 1)
     except ValueError as e:
         parser.error(f"data: {e}")
-    sample_batch = torch.utils.data.default_collate([held_out[i] for i in range(min(options.num_samples, len(held_out)))])
+    sample_batch = C.fixed_batch(held_out, options.num_samples)
 
     # 4. Book-keeping (rank 0): options.json records what actually runs (e.g. "vgg": false), log.csv, samples.
     if dist.is_main:

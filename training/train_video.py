@@ -175,12 +175,10 @@ def train(options: VideoTrainOptions, dist: C.Distributed, args, parser) -> Path
     num_frames = options.model.num_frames + 1
     try:
         loader, sampler = C.make_loader(C.build_clip_dataset(options, "train", num_frames), options, dist)
-        held_out = C.build_clip_dataset(options, "val", num_frames, max(options.num_samples, 1))
+        held_out = C.build_clip_dataset(options, "val", num_frames, options.num_samples)
     except ValueError as e:
         parser.error(f"data: {e}")
-    keys = ("video", "heatmaps")
-    sample_batch = torch.utils.data.default_collate(
-        [{k: held_out[i][k] for k in keys} for i in range(min(options.num_samples, len(held_out)))])
+    sample_batch = C.fixed_batch(held_out, options.num_samples, keys=("video", "heatmaps"))
 
     # 4. Book-keeping (rank 0): options.json records what actually runs (e.g. "vgg": false), log.csv, samples.
     if dist.is_main:
