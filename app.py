@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import random
+import re
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ from seg2vid.pipeline import Seg2VidPipeline
 logger = logging.getLogger("seg2vid.app")
 
 ROOT = Path(__file__).resolve().parent
-EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.png"))
+EXAMPLES_DIR = ROOT / "assets" / "examples"
 FPS = 8  # 9 frames → a 1.1 s loop
 VIDEO_SCALE = 2  # 128×256 is tiny in a browser
 MAX_SEED = 2**31 - 1
@@ -77,7 +78,9 @@ CSS = """
 .legend div {margin: 2px 0; line-height: 2;}
 .legend .swatch {display: inline-block; padding: 0 6px; margin: 1px 2px; border-radius: 4px; font-size: 12px;
                  line-height: 20px; border: 1px solid rgba(0, 0, 0, 0.15);}
-#label-view img, #first-frame img {image-rendering: pixelated;}
+#label-view .image-frame, #first-frame .image-frame {width: 100%; height: 100%;}
+#label-view img, #first-frame img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;}
+#frames img {image-rendering: pixelated;}
 #generate {min-height: 48px;}
 """
 
@@ -244,6 +247,15 @@ class Seg2VidApp:
         return clip.video_path, str(gif), str(zip_path)
 
 
+def example_files(folder: Path = EXAMPLES_DIR) -> dict[str, Path]:
+    """Scene name → example label map; a scene saved at several sizes (``name_128x256.png``) is listed once."""
+    scenes: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.png")):
+        name = re.sub(r"_\d+x\d+$", "", path.stem).replace("_", " ")
+        scenes.setdefault(name, path)  # sorted: the smallest size first, which decodes to the same map
+    return scenes
+
+
 def random_seed() -> int:
     return random.randint(0, MAX_SEED)
 
@@ -295,13 +307,14 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                         gr.HTML(U.legend_html())
                         reset = gr.Button("Reset to the empty street", size="sm")
                     with gr.Tab("Upload"):
-                        upload = gr.File(label="Label map image", file_types=["image"], type="filepath")
+                        upload = gr.File(label="Label map image", file_types=["image"], type="filepath", elem_id="upload")
                         gr.Markdown(UPLOAD_HELP)
                     with gr.Tab("Examples"):
-                        if EXAMPLES:
+                        examples = example_files()
+                        if examples:
                             example_image = gr.Image(visible=False, type="filepath", image_mode=None, format="png")
                             gr.Examples(
-                                examples=[[str(p)] for p in EXAMPLES],
+                                examples=[[str(p)] for p in examples.values()],
                                 inputs=[example_image],
                                 label="Click an example to load it onto the canvas",
                                 cache_examples=False,
@@ -310,7 +323,7 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                         else:
                             example_image = None
                             gr.Markdown("No example label maps are installed (`assets/examples/*.png`).")
-                upload_note = gr.Markdown("")
+                upload_note = gr.Markdown("", elem_id="upload-note")
                 with gr.Accordion("Replace a class everywhere", open=False):
                     with gr.Row():
                         old_class = gr.Dropdown(names, value="car", label="Replace")
@@ -319,11 +332,11 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                 with gr.Row():
                     label_view = gr.Image(
                         label_image, label="The label map as the model sees it", format="png",
-                        interactive=False, elem_id="label-view", scale=3,
+                        interactive=False, elem_id="label-view", scale=3, height=220,
                     )
                     class_table = gr.Dataframe(
                         class_rows, headers=CLASS_TABLE_HEADERS, label="Class shares", interactive=False,
-                        max_height=260, scale=2,
+                        max_height=260, scale=2, elem_id="class-table",
                     )
 
             with gr.Column(scale=2, min_width=380):
@@ -332,19 +345,20 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, scale=3)
                     dice = gr.Button("Random seed", scale=1)
                 fg = gr.Slider(-1, 1, value=0, step=0.02, label="Foreground motion (z_FG)",
-                               info="Moves along a smooth path of object motions")
+                               info="Moves along a smooth path of object motions", elem_id="fg-slider")
                 bg = gr.Slider(-1, 1, value=0, step=0.02, label="Background motion (z_BG, camera)",
-                               info="Moves along a smooth path of camera motions")
+                               info="Moves along a smooth path of camera motions", elem_id="bg-slider")
                 strength = gr.Slider(0, 2, value=1, step=0.05, label="Motion strength",
-                                     info="Scales the predicted flow (0 = still)")
+                                     info="Scales the predicted flow (0 = still)", elem_id="strength-slider")
                 with gr.Accordion("Animate your own photo (optional)", open=False):
                     gr.Markdown("Give a real first frame that matches the label map; stage 2 animates it.")
                     with gr.Row():
                         photo = gr.File(label="First frame", file_types=["image"], type="filepath")
                         photo_view = gr.Image(label="As the model sees it", format="png", interactive=False)
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                status = gr.Markdown("")
-                first_frame = gr.Image(label="First frame", format="png", interactive=False, elem_id="first-frame")
+                status = gr.Markdown("", elem_id="status")
+                first_frame = gr.Image(label="First frame", format="png", interactive=False, elem_id="first-frame",
+                                       height=240)
                 video_out = gr.Video(label="Video", autoplay=True, loop=True, interactive=False, elem_id="video")
                 with gr.Row():
                     mp4_btn = gr.DownloadButton("mp4", size="sm")
