@@ -65,6 +65,7 @@ from seg2vid.evaluation import (
 from seg2vid.labels import NUM_CLASSES
 
 EXIT_USAGE = 2
+REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -399,13 +400,15 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default="checkpoints", help="pipeline folder or Hub repo id (default: %(default)s)")
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints"),
+                   help="pipeline folder or Hub repo id (default: the bundled model in checkpoints/)")
     p.add_argument("--out", required=True, help="output folder for metrics.json and metrics.md")
     p.add_argument("--num-clips", type=int, default=100, help="held-out SynthCity clips (default: %(default)s)")
     p.add_argument("--seed-start", type=int, default=HELDOUT_SEED_START, help="first clip seed (≥ %(default)s)")
     p.add_argument("--size", type=_size, default=(128, 256), metavar="HxW", help="resolution (default 128x256)")
     p.add_argument("--k", type=int, default=10, help="z samples per clip for best-of-K (default: %(default)s)")
-    p.add_argument("--segmenter", default="checkpoints/segmenter", help="segmenter folder for label fidelity")
+    p.add_argument("--segmenter", default=str(REPO / "checkpoints" / "segmenter"),
+                   help="segmenter folder for label fidelity (default: checkpoints/segmenter)")
     p.add_argument("--cityscapes", default=None, metavar="ROOT", help="Cityscapes root for the FID tables")
     p.add_argument("--cityscapes-labels", default=None, metavar="DIR", help="per-frame label maps (prepare_cityscapes)")
     p.add_argument("--cityscapes-split", default="val")

@@ -35,6 +35,7 @@ from seg2vid.evaluation import confusion_matrix, miou_from_confusion
 from seg2vid.labels import CLASS_NAMES, IGNORE_ID
 from seg2vid.networks.segmenter import Segmenter, SegmenterConfig, load_segmenter, save_segmenter
 
+REPO = Path(__file__).resolve().parents[1]
 FRAMES_PER_CLIP = 2  # frames rendered per new clip (frame 0 costs the scene build; later frames are cheap)
 
 
@@ -50,7 +51,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="checkpoints/segmenter", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default=str(REPO / "checkpoints" / "segmenter"), help="output folder (default: checkpoints/segmenter)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--size", type=_size, default=(128, 256), metavar="HxW", help="render size (default 128x256)")

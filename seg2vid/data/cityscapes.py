@@ -64,7 +64,8 @@ __all__ = [
 SNIPPET_LENGTH = 30  # frames per Cityscapes snippet
 ANNOTATED_INDEX = 19  # the 20th frame carries the gtFine annotation
 IMAGES_DIR = "leftImg8bit_sequence"
-IMAGE_SUFFIX = "_leftImg8bit.png"
+IMAGE_KIND = "leftImg8bit"  # the file-name suffix of the RGB frames
+IMAGE_SUFFIX = f"_{IMAGE_KIND}.png"
 LABELS_DIR = "trainIds_sequence"  # default labels_root, relative to the Cityscapes root
 LABELS_SUFFIX = "_trainIds.png"
 
@@ -131,7 +132,7 @@ def find_snippets(root, split: str) -> list[Snippet]:
     for city_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         for entry in os.scandir(city_dir):
             parsed = parse_frame_name(entry.name)
-            if parsed is None or parsed[3] != IMAGE_SUFFIX[1:-4]:
+            if parsed is None or parsed[3] != IMAGE_KIND:
                 continue
             city, seq, frame, _ = parsed
             frames.setdefault((city, seq), []).append(frame)
