@@ -398,3 +398,31 @@ def test_vgg_from_local_loads_a_torchvision_state_dict(tmp_path, monkeypatch):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="VGG-19"):
         VGGFeatures.from_local(tmp_path / "broken.pth")
+
+
+# ------------------------------------------------------------------------------------------------- blocks
+@pytest.mark.parametrize("batch", [1, 2])
+def test_space_time_conv_matches_conv3d(batch):
+    from seg2vid.networks.blocks import SpaceTimeConv
+
+    torch.manual_seed(0)
+    v = torch.randn(batch, 5, 4, 6, 10)
+    full = SpaceTimeConv(5, 7, factorised=False)
+    ref = torch.nn.functional.leaky_relu(full.conv(v), 0.2)  # the 3×3×3 Conv3d it stands for
+    assert torch.allclose(full(v), ref, atol=1e-5)
+    fact = SpaceTimeConv(5, 7, factorised=True)
+    spatial = torch.nn.functional.conv3d(v, fact.spatial.weight.unsqueeze(2), fact.spatial.bias, padding=(0, 1, 1))
+    temporal = torch.nn.functional.conv3d(
+        torch.nn.functional.leaky_relu(spatial, 0.2), fact.temporal.weight.unsqueeze(-1), fact.temporal.bias,
+        padding=(1, 0, 0),
+    )
+    assert torch.allclose(fact(v), torch.nn.functional.leaky_relu(temporal, 0.2), atol=1e-5)
+
+
+def test_upsample_video_is_trilinear():
+    from seg2vid.networks.blocks import upsample_video
+
+    v = torch.randn(2, 3, 2, 4, 6)
+    for size in [(4, 8, 12), (2, 8, 12), (4, 4, 6)]:
+        ref = torch.nn.functional.interpolate(v, size=size, mode="trilinear", align_corners=False)
+        assert torch.allclose(upsample_video(v, size), ref, atol=1e-5)

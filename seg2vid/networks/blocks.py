@@ -16,6 +16,7 @@ __all__ = [
     "ResidualBlock",
     "SpaceTimeConv",
     "frames_to_video",
+    "upsample_video",
     "video_to_frames",
     "check_image",
     "init_leaky_relu",
@@ -68,6 +69,24 @@ def frames_to_video(x: torch.Tensor, batch: int) -> torch.Tensor:
     return x.reshape(batch, bt // batch, c, h, w).transpose(1, 2)
 
 
+def upsample_video(v: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resize (align_corners=False) of a video (B, C, T, H, W) to ``size`` = (T', H', W').
+
+    Done separably — linear in time, then bilinear per frame, which is the same operator — with 2-D kernels on
+    channels-last memory; PyTorch's CPU trilinear kernel falls back to slow copies on this layout.
+    """
+    b, c, t, h, w = v.shape
+    t2, h2, w2 = size
+    v = v.contiguous(memory_format=torch.channels_last_3d)  # (B, T, H, W, C) memory
+    if t2 != t:
+        x = v.as_strided((b, c, t, h * w), (t * h * w * c, 1, h * w * c, c))  # (B, C, T, H·W), channels last
+        v = F.interpolate(x, size=(t2, h * w), mode="bilinear", align_corners=False).reshape(b, c, t2, h, w)
+    if (h2, w2) != (h, w):
+        frames = F.interpolate(video_to_frames(v), size=(h2, w2), mode="bilinear", align_corners=False)
+        v = frames_to_video(frames, b)
+    return v
+
+
 class ConvAct(nn.Sequential):
     """Conv2d → (optional InstanceNorm) → LeakyReLU / ReLU."""
 
@@ -97,7 +116,10 @@ class ResidualBlock(nn.Module):
 class SpaceTimeConv(nn.Module):
     """A 3-D convolution block on videos (B, C, T, H, W) → (B, C', T, H, W), followed by LeakyReLU.
 
-    ``factorised=False``: one 3×3×3 convolution (used at coarse levels, where it is cheap).
+    ``factorised=False``: one 3×3×3 convolution (used at coarse levels, where it is cheap). It is evaluated as a
+    2-D convolution over [x_{t-1}, x_t, x_{t+1}] stacked along channels (zero-padded in time) with the Conv3d's
+    weight rearranged — the same operator, but on the fast 2-D convolution path (CPU builds of PyTorch run
+    ``conv3d`` on a slow reference kernel).
     ``factorised=True``: a (2+1)-D convolution — a 3×3 convolution per frame, then a 3-tap convolution along
     time — which covers the same 3×3×3 neighbourhood at a fraction of the cost at fine levels (R(2+1)D).
     ``bias`` lets the caller add a time-constant contribution (B, C', H, W) after the first convolution — used
@@ -113,17 +135,29 @@ class SpaceTimeConv(nn.Module):
         else:
             self.conv = nn.Conv3d(cin, cout, 3, 1, 1)
 
+    def _conv3d(self, v: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = v.shape
+        frames = v.transpose(1, 2)  # (B, T, C, H, W)
+        padded = F.pad(frames, (0, 0, 0, 0, 0, 0, 1, 1))  # zero frames before t = 0 and after t = T-1
+        stacked = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=2)  # (B, T, 3C, H, W)
+        stacked = stacked.reshape(b * t, 3 * c, h, w).contiguous(memory_format=torch.channels_last)
+        weight = self.conv.weight.transpose(1, 2).reshape(self.conv.out_channels, 3 * c, 3, 3)  # taps t-1, t, t+1
+        return frames_to_video(F.conv2d(stacked, weight, self.conv.bias, padding=1), b)
+
     def forward(self, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         b, _, t, h, w = v.shape
         if self.factorised:
             y = frames_to_video(self.spatial(video_to_frames(v)), b)  # (B, C', T, H, W)
             if bias is not None:
-                y = y + bias.unsqueeze(2)
-            y = F.leaky_relu(y, NEG_SLOPE)
+                y.add_(bias.unsqueeze(2))  # in place: keeps the channels-last layout (an out-of-place add may not)
+            y = F.leaky_relu(y, NEG_SLOPE).contiguous(memory_format=torch.channels_last_3d)  # (B, T, H, W, C) memory
             c = y.shape[1]
-            y = self.temporal(y.reshape(b, c, t, h * w)).reshape(b, c, t, h, w)
+            # The same memory as (B, C, T, H·W) in channels-last order; as_strided spells out the batch stride,
+            # which a reshape leaves ambiguous for B = 1 (the convolution would then fall back to NCHW).
+            y = self.temporal(y.as_strided((b, c, t, h * w), (t * h * w * c, 1, h * w * c, c)))
+            y = y.reshape(b, c, t, h, w)
         else:
-            y = self.conv(v)
+            y = self._conv3d(v)
             if bias is not None:
-                y = y + bias.unsqueeze(2)
+                y.add_(bias.unsqueeze(2))
         return F.leaky_relu(y, NEG_SLOPE)

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import NEG_SLOPE, SpaceTimeConv, video_to_frames
+from .blocks import NEG_SLOPE, SpaceTimeConv, upsample_video, video_to_frames
 
 __all__ = ["FlowDecoder"]
 
@@ -82,7 +82,7 @@ class FlowDecoder(nn.Module):
         h = self.level_out[0](h.contiguous(memory_format=torch.channels_last_3d))
         for i in range(1, len(self.channels)):
             size = (self.time_steps[i], *skips[i].shape[-2:])
-            h = F.interpolate(h, size=size, mode="trilinear", align_corners=False)  # (B, C, T_i, H_i, W_i)
-            h = self.level_in[i - 1](h.contiguous(memory_format=torch.channels_last_3d), bias=skips[i])
+            h = upsample_video(h, size)  # trilinear, (B, C, T_i, H_i, W_i)
+            h = self.level_in[i - 1](h, bias=skips[i])
             h = self.level_out[i](h)
         return h

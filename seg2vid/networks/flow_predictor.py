@@ -252,18 +252,23 @@ class FlowPredictor(nn.Module):
         enc = enc.expand(b)
         h, w = enc.frame0.shape[-2:]
 
-        # 1. Flow decoder at 1/2 resolution, then bilinear upsampling to the frame size.
+        # 1. Flow decoder at 1/2 resolution: tanh-bounded flows and sigmoid occlusions (or tanh pixels), then
+        #    bilinear upsampling to the frame size.
         z = torch.cat([z_fg, z_bg], dim=1).to(enc.frame0.dtype)  # (B, |z|)
-        raw = self.flow_decoder(enc.skips, z)  # (B·T, 6 or 3, H/2, W/2)
-        raw = F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)  # (B·T, 6 or 3, H, W)
+        raw = self.flow_decoder(enc.skips, z).contiguous()  # (B·T, 6 or 3, H/2, W/2)
+        if self.config.use_flow:
+            half = torch.cat([torch.tanh(raw[:, 0:4]), torch.sigmoid(raw[:, 4:6])], dim=1)
+        else:
+            half = torch.tanh(raw)
+        out = F.interpolate(half, size=(h, w), mode="bilinear", align_corners=False).contiguous()  # (B·T, ., H, W)
         frame0 = enc.frame0.unsqueeze(1).expand(b, t, 3, h, w).reshape(b * t, 3, h, w)  # (B·T, 3, H, W)
 
         if self.config.use_flow:
-            # 2. Flows in pixels: tanh × max_flow × (W, H); occlusion maps by a sigmoid.
-            scale = raw.new_tensor([w, h]).view(1, 2, 1, 1) * (self.config.max_flow * motion_scale)
-            flow_fwd = torch.tanh(raw[:, 0:2]) * scale  # (B·T, 2, H, W)
-            flow_bwd = torch.tanh(raw[:, 2:4]) * scale
-            occ = torch.sigmoid(raw[:, 4:6])  # (B·T, 2, H, W): [o^f, o^b]
+            # 2. Flows in pixels: tanh × max_flow × (W, H), times motion_scale; occlusion maps o^f, o^b.
+            scale = out.new_tensor([w, h]).view(1, 2, 1, 1) * (self.config.max_flow * motion_scale)
+            flow_fwd = out[:, 0:2] * scale  # (B·T, 2, H, W)
+            flow_bwd = out[:, 2:4] * scale
+            occ = out[:, 4:6]  # (B·T, 2, H, W): [o^f, o^b]
             if motion_scale < 1:
                 occ = 1 - motion_scale * (1 - occ)
             occ_fwd, occ_bwd = occ[:, 0:1], occ[:, 1:2]
@@ -271,9 +276,9 @@ class FlowPredictor(nn.Module):
             warped = occ_bwd * warp(frame0, flow_bwd)
         else:
             # Fig. 9 "w/o flow": the decoder outputs the frames; no flow, nothing occluded.
-            flow_fwd = flow_bwd = raw.new_zeros(b * t, 2, h, w)
-            occ_fwd = occ_bwd = raw.new_ones(b * t, 1, h, w)
-            warped = torch.tanh(raw)
+            flow_fwd = flow_bwd = out.new_zeros(b * t, 2, h, w)
+            occ_fwd = occ_bwd = out.new_ones(b * t, 1, h, w)
+            warped = out
 
         # 4. Refiner P (Eq. 2): in-paint what the warp cannot explain; a residual on the warped frame.
         refiner_in = [warped, occ_bwd] + ([frame0] if self.config.refiner_uses_first_frame else [])
