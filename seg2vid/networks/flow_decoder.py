@@ -5,7 +5,7 @@ input resolution in both spatial and temporal dimensions." With the default four
 
     level   resolution   frames   width   convolutions
       0       1/16          2       96     z ⊕ z_I0 → 3×3×3
-      1       1/8           4       64     ↑(t, x) → 3×3×3 (+ skip) → 3×3×3
+      1       1/8           4       48     ↑(t, x) → 3×3×3 (+ skip) → 3×3×3
       2       1/4           8       32     ↑(t, x) → (2+1)-D (+ skip) → (2+1)-D
       3       1/2           8       16     ↑(x)    → (2+1)-D (+ skip) → (2+1)-D → 3×3 head
 
