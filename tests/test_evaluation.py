@@ -368,3 +368,17 @@ def test_train_segmenter_saves_and_resumes(tmp_path, capsys):
 
     assert train_segmenter.main([*common, "--steps", "2", "--crop", "64x64"]) == 2
     assert "must fit" in capsys.readouterr().err
+
+
+def test_class_weights_favour_rare_classes():
+    from training.train_segmenter import class_weights
+
+    labels = np.zeros((4, 10, 10), np.uint8)  # road everywhere …
+    labels[:, :, :3] = 10  # … a lot of sky, a thin pole, one ignore column
+    labels[:, 5, 5] = 5
+    labels[:, :, 9] = 255
+    w = class_weights(labels, power=0.5)
+    assert w.shape == (NUM_CLASSES,)
+    assert w[5] > w[10] > w[0]  # rarer → heavier
+    assert w[11] == w.max()  # absent classes get the largest weight
+    assert torch.equal(class_weights(labels, power=0.0), torch.ones(NUM_CLASSES))

@@ -209,6 +209,7 @@ def write_label_map(ids: np.ndarray, path: Path, size: tuple[int, int] | None = 
     os.close(fd)
     try:
         Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8)).save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
