@@ -331,12 +331,12 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                         replace_btn = gr.Button("Replace", scale=0)
                 with gr.Row():
                     label_view = gr.Image(
-                        label_image, label="The label map as the model sees it", format="png",
-                        interactive=False, elem_id="label-view", scale=3, height=220,
+                        label_image, label="Label map as the model sees it", format="png",
+                        interactive=False, elem_id="label-view", scale=1, height=220,
                     )
                     class_table = gr.Dataframe(
                         class_rows, headers=CLASS_TABLE_HEADERS, label="Class shares", interactive=False,
-                        max_height=260, scale=2, elem_id="class-table",
+                        max_height=260, scale=1, elem_id="class-table", column_widths=["36%", "39%", "25%"],
                     )
 
             with gr.Column(scale=2, min_width=380):

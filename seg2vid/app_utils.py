@@ -520,7 +520,8 @@ def load_app_pipeline(checkpoint: str | None, device: str = "cpu", bundled: str 
     * ``checkpoint`` given (a folder or a Hub repo id): load it; failures raise ``CheckpointError``.
     * ``checkpoint`` None and the bundled folder holds a model: load the bundled model.
     * ``checkpoint`` None and the bundled folder is empty: a randomly initialised default pipeline (seeded, so
-      the demo is reproducible) and ``UNTRAINED_BANNER`` — the app starts either way.
+      the demo is reproducible; zero-initialised output heads get small random weights so that it moves) and
+      ``UNTRAINED_BANNER`` — the app starts either way.
     """
     from .checkpoint import is_pipeline_folder
     from .pipeline import DEFAULT_CHECKPOINT, Seg2VidPipeline
@@ -534,9 +535,15 @@ def load_app_pipeline(checkpoint: str | None, device: str = "cpu", bundled: str 
     from .networks.flow_predictor import FlowPredictor
     from .networks.image_generator import ImageGenerator
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(0)
-        pipe = Seg2VidPipeline(ImageGenerator(ImageGeneratorConfig()), FlowPredictor(FlowPredictorConfig()), device)
+        image_generator, flow_predictor = ImageGenerator(ImageGeneratorConfig()), FlowPredictor(FlowPredictorConfig())
+        # Training starts the output heads (flow, refiner residual) at zero: no motion at all, and sliders that
+        # do nothing. Small random heads make the untrained demo move, so the controls can be tried out.
+        for param in flow_predictor.parameters():
+            if param.dim() > 1 and not param.any():
+                param.normal_(0.0, 0.01)
+        pipe = Seg2VidPipeline(image_generator, flow_predictor, device)
     return pipe, UNTRAINED_BANNER
 
 

@@ -421,6 +421,9 @@ def test_app_pipeline_falls_back_to_untrained_weights_only_without_a_model(tmp_p
     pipe, banner = U.load_app_pipeline(None, bundled=empty)
     assert banner == U.UNTRAINED_BANNER and "untrained" in banner.lower()
     assert pipe.resolution == tuple(FlowPredictorConfig().image_size)
+    ids = U.street_scene(pipe.resolution)
+    still, moved = pipe(ids, seed=0), pipe(ids, seed=1)  # the untrained demo moves, and z changes the motion
+    assert np.abs(still.flow_bwd).max() > 0.5 and not np.array_equal(still.flow_bwd, moved.flow_bwd)
 
     saved = tiny_pipeline(seed=3)
     saved.save_pretrained(tmp_path / "model")
