@@ -64,14 +64,17 @@ UPLOAD_HELP = (
 # The editor's colour swatches carry no names: give each one its class name as a tooltip.
 SWATCH_TITLES_JS = """
 <script>
-const SEG2VID_CLASSES = %s;
+const SEG2VID_CLASSES = CLASS_NAMES_JSON;
 new MutationObserver(() => {
   document.querySelectorAll("#canvas menu.swatch button.color").forEach((b, i) => {
-    if (!b.title && i < SEG2VID_CLASSES.length) { b.title = SEG2VID_CLASSES[i]; b.setAttribute("aria-label", SEG2VID_CLASSES[i]); }
+    if (!b.title && i < SEG2VID_CLASSES.length) {
+      b.title = SEG2VID_CLASSES[i];
+      b.setAttribute("aria-label", SEG2VID_CLASSES[i]);
+    }
   });
 }).observe(document.documentElement, {childList: true, subtree: true});
 </script>
-""" % json.dumps(list(labels.CLASS_NAMES))
+""".replace("CLASS_NAMES_JSON", json.dumps(list(labels.CLASS_NAMES)))
 
 CSS = """
 #banner {background: #fff4e5; border: 1px solid #f0a040; border-radius: 8px; padding: 6px 12px;}
@@ -111,7 +114,7 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except Exception as error:  # noqa: BLE001 — every failure must reach the user as a message
+        except Exception as error:
             logger.exception("%s failed", fn.__name__)
             raise gr.Error(U.friendly_error(error), print_exception=False) from None
 
@@ -177,7 +180,7 @@ class Seg2VidApp:
 
     # -- generate and scrub ---------------------------------------------------------------------------------------
 
-    def _render(self, clip: Clip, fg: float, bg: float, strength: float):
+    def _render(self, clip: Clip, fg: float, bg: float, strength: float) -> tuple:
         """Stage 2 (stage 1 comes from the pipeline cache once computed) → outputs for the page."""
         if not 0.0 <= strength <= 2.0:
             raise ValueError(f"The motion strength must lie in 0–2; got {strength}.")
@@ -200,15 +203,15 @@ class Seg2VidApp:
         fg: float,
         bg: float,
         strength: float,
-        progress: gr.Progress = gr.Progress(),
-    ):
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 — Gradio injects the tracker through this default
+    ) -> tuple:
         """Label map (+ optional real first frame) → first frame, video, frames, flow, occlusion.
 
         Also returns the label map it used (as the model sees it) and its class shares: the canvas reports
         strokes to the server lazily, so this is the authoritative view of what was generated from.
         """
         started = time.perf_counter()
-        seed = int(np.clip(seed or 0, 0, MAX_SEED))
+        seed = int(np.clip(seed, 0, MAX_SEED)) if seed is not None and np.isfinite(seed) else 0
         progress(0.0, desc="Reading the label map")
         ids = U.editor_to_ids(canvas, self.size)
         photo = None if photo_path is None else U.read_photo_upload(photo_path, self.size)
@@ -225,15 +228,15 @@ class Seg2VidApp:
         return (clip, clip.frames[0], path, gallery, flow, occ, status, *self._label_outputs(ids))
 
     @friendly
-    def scrub(self, clip: Clip | None, fg: float, bg: float, strength: float):
+    def scrub(self, clip: Clip | None, fg: float, bg: float, strength: float) -> tuple:
         """A slider moved: re-sample the motion only (no label decoding, no stage 1)."""
         if clip is None:
             gr.Info("Press Generate first; the sliders then re-sample the motion live.")
             return (gr.skip(),) * 6
         started = time.perf_counter()
         clip, path, gallery, flow, occ = self._render(clip, fg, bg, strength)
-        status = f"Seed {clip.seed} · FG {fg:+.2f} · BG {bg:+.2f} · strength {strength:.2f} · " \
-                 f"{time.perf_counter() - started:.2f} s"
+        took = time.perf_counter() - started
+        status = f"Seed {clip.seed} · FG {fg:+.2f} · BG {bg:+.2f} · strength {strength:.2f} · {took:.2f} s"
         return clip, path, gallery, flow, occ, status
 
     @friendly
@@ -280,34 +283,35 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=560):
                 gr.Markdown(f"### 1 · Label map  <small>(model resolution {w}×{h})</small>")
+                # The canvas stays visible: an ImageEditor given a new value while hidden (in a tab) stalls.
+                canvas = gr.ImageEditor(
+                    value=canvas_value,
+                    type="numpy",
+                    image_mode="RGBA",
+                    format="png",
+                    sources=(),
+                    transforms=(),
+                    layers=False,
+                    # The eraser removes strokes and reveals the background label map (the background layer is
+                    # opaque); transparent pixels, should any arrive, keep the background.
+                    eraser=gr.Eraser(default_size=brush_size),
+                    brush=gr.Brush(
+                        colors=U.palette_hex(),
+                        default_color=U.palette_hex()[labels.NAME_TO_ID["car"]],
+                        color_mode="fixed",
+                        default_size=brush_size,
+                    ),
+                    canvas_size=(w * app.scale, h * app.scale),
+                    fixed_canvas=True,
+                    show_label=False,
+                    elem_id="canvas",
+                )
+                gr.HTML(U.legend_html())
                 with gr.Tabs():
-                    with gr.Tab("Paint"):
-                        canvas = gr.ImageEditor(
-                            value=canvas_value,
-                            type="numpy",
-                            image_mode="RGBA",
-                            format="png",
-                            sources=(),
-                            transforms=(),
-                            layers=False,
-                            # The eraser removes strokes and reveals the background label map (the background
-                            # layer is opaque); transparent pixels, should any arrive, keep the background.
-                            eraser=gr.Eraser(default_size=brush_size),
-                            brush=gr.Brush(
-                                colors=U.palette_hex(),
-                                default_color=U.palette_hex()[labels.NAME_TO_ID["car"]],
-                                color_mode="fixed",
-                                default_size=brush_size,
-                            ),
-                            canvas_size=(w * app.scale, h * app.scale),
-                            fixed_canvas=True,
-                            show_label=False,
-                            elem_id="canvas",
-                        )
-                        gr.HTML(U.legend_html())
-                        reset = gr.Button("Reset to the empty street", size="sm")
                     with gr.Tab("Upload"):
-                        upload = gr.File(label="Label map image", file_types=["image"], type="filepath", elem_id="upload")
+                        upload = gr.File(
+                            label="Label map image", file_types=["image"], type="filepath", elem_id="upload"
+                        )
                         gr.Markdown(UPLOAD_HELP)
                     with gr.Tab("Examples"):
                         examples = example_files()
@@ -323,12 +327,14 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                         else:
                             example_image = None
                             gr.Markdown("No example label maps are installed (`assets/examples/*.png`).")
+                    with gr.Tab("Replace a class"):
+                        with gr.Row():
+                            old_class = gr.Dropdown(names, value="car", label="Replace every")
+                            new_class = gr.Dropdown(names, value="truck", label="by")
+                        replace_btn = gr.Button("Replace", size="sm")
+                    with gr.Tab("Start over"):
+                        reset = gr.Button("Reset the canvas to the empty street", size="sm")
                 upload_note = gr.Markdown("", elem_id="upload-note")
-                with gr.Accordion("Replace a class everywhere", open=False):
-                    with gr.Row():
-                        old_class = gr.Dropdown(names, value="car", label="Replace")
-                        new_class = gr.Dropdown(names, value="truck", label="by")
-                        replace_btn = gr.Button("Replace", scale=0)
                 with gr.Row():
                     label_view = gr.Image(
                         label_image, label="Label map as the model sees it", format="png",

@@ -27,9 +27,9 @@ import socket
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,34 +37,34 @@ import torch
 from . import labels
 
 __all__ = [
-    "MAX_UPLOAD_PIXELS",
     "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_PIXELS",
     "MIN_UPLOAD_SIDE",
     "OFF_PALETTE_WARNING",
     "UNTRAINED_BANNER",
-    "palette_hex",
-    "legend_html",
-    "street_scene",
-    "display_scale",
-    "editor_value",
-    "editor_to_ids",
-    "center_crop_box",
-    "fit_ids",
     "LabelUpload",
+    "LatentPath",
+    "center_crop_box",
+    "class_shares",
+    "companion_seed",
+    "display_scale",
+    "editor_to_ids",
+    "editor_value",
+    "fit_ids",
+    "flow_mosaic",
+    "fresh_output_dir",
+    "friendly_error",
+    "latent_paths",
+    "legend_html",
+    "load_app_pipeline",
+    "occlusion_mosaic",
+    "palette_hex",
     "read_label_upload",
     "read_photo_upload",
     "replace_class",
-    "class_shares",
-    "LatentPath",
-    "latent_paths",
-    "companion_seed",
-    "tile",
-    "flow_mosaic",
-    "occlusion_mosaic",
-    "friendly_error",
-    "load_app_pipeline",
     "share_available",
-    "fresh_output_dir",
+    "street_scene",
+    "tile",
 ]
 
 # Uploads: refuse before decoding anything larger than this (a 10000×10000 PNG is 300 MB of RGB once decoded).
@@ -439,7 +439,7 @@ def latent_paths(
     """
     fg0, bg0 = sample_z(int(seed))
     fg1, bg1 = sample_z(companion_seed(seed))
-    flat = lambda z: torch.as_tensor(z, dtype=torch.float32).detach().reshape(-1).cpu()  # noqa: E731
+    flat = lambda z: torch.as_tensor(z, dtype=torch.float32).detach().reshape(-1).cpu()
     return LatentPath(flat(fg0), flat(fg1)), LatentPath(flat(bg0), flat(bg1))
 
 

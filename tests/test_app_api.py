@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_app_utils import TINY_SIZE, _broken_files, save_png, tiny_pipeline
 
 from seg2vid import app_utils as U
 from seg2vid import labels
-from test_app_utils import TINY_SIZE, _broken_files, blocky, save_png, tiny_pipeline
 
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 180  # importing torch + gradio on a busy 2-core machine is slow
@@ -272,7 +272,7 @@ def test_slider_moves_rerun_stage_two_only(app_module):
     assert calls == {"stage1": 1, "encode": 1, "decode": 1}
     previous = None
     for fg, bg, strength in ((0.2, 0.0, 1.0), (0.2, -0.5, 1.0), (0.2, -0.5, 1.7)):
-        clip, video, gallery, flow, occ, status = demo_app.scrub(clip, fg, bg, strength)
+        clip, video, gallery, *_ = demo_app.scrub(clip, fg, bg, strength)
         assert Path(video).stat().st_size > 0 and len(gallery) == 9
         frames = np.stack([frame for frame, _ in gallery])
         assert previous is None or not np.array_equal(frames, previous)

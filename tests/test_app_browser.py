@@ -8,18 +8,20 @@ test model and the final page is also saved to PATH (e.g. ``benchmarks/results/a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_app_api import running_app, street_with_objects
+from test_app_utils import save_png, tiny_pipeline
 
 from seg2vid import app_utils as U
 from seg2vid import labels
-from test_app_api import running_app, street_with_objects
-from test_app_utils import save_png, tiny_pipeline
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install playwright; .ci/run installs it)"
@@ -112,7 +114,7 @@ def stroke(page, saves: CanvasSaves, start: tuple[float, float], end: tuple[floa
     Few intermediate moves: a software-rendered (SwiftShader) canvas repaints slowly on a small machine.
     """
     box = page.locator("#canvas canvas").first.bounding_box()
-    point = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])  # noqa: E731
+    point = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])
     saves.wait_for_next(page, saves.finished - saves.FILES_PER_SAVE)  # nothing in flight
     before = saves.finished
     page.mouse.move(*point(*start))
@@ -122,6 +124,12 @@ def stroke(page, saves: CanvasSaves, start: tuple[float, float], end: tuple[floa
         page.mouse.move(*point(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])))
     page.mouse.up()
     saves.wait_for_next(page, before)
+
+
+def playable_video(page, other_than: str | None = None) -> str:
+    """Wait until the player holds a playable video (other than ``other_than``); return its URL."""
+    condition = f"() => {{ const s = ({VIDEO_READY})(); return s !== null && s !== {json.dumps(other_than)} && s; }}"
+    return page.wait_for_function(condition).json_value()
 
 
 def class_table_text(page) -> str:
@@ -135,58 +143,68 @@ def example_label_map(tmp_path: Path) -> Path:
     return save_png(labels.colorize(street_with_objects()), tmp_path / "example.png")
 
 
+@contextmanager
+def step(page, tmp_path: Path, name: str):
+    """One step of a browser scenario: on failure, save a screenshot and say which step failed after how long."""
+    started = time.monotonic()
+    try:
+        yield
+    except Exception as error:
+        page.screenshot(path=tmp_path / f"failed_{name}.png", full_page=True)
+        raise AssertionError(f"step {name!r} failed after {time.monotonic() - started:.0f} s: {error}") from error
+
+
 def test_paint_generate_scrub_and_upload_in_a_browser(page, tmp_path):
-    # 1. Paint: a car on the road and a person on the sidewalk, with the class swatches.
-    saves = CanvasSaves(page)
-    pick_class(page, "car")
-    stroke(page, saves, (0.40, 0.80), (0.60, 0.80))
-    pick_class(page, "person")
-    stroke(page, saves, (0.85, 0.60), (0.85, 0.85))
-    page.screenshot(path=tmp_path / "1_painted.png", full_page=True)
+    with step(page, tmp_path, "paint"):  # a car on the road and a person on the sidewalk, with the class swatches
+        saves = CanvasSaves(page)
+        pick_class(page, "car")
+        stroke(page, saves, (0.40, 0.80), (0.60, 0.80))
+        pick_class(page, "person")
+        stroke(page, saves, (0.85, 0.60), (0.85, 0.85))
+        page.screenshot(path=tmp_path / "1_painted.png", full_page=True)
 
-    # 2. Generate: a playable video, and the label map it was made from holds both painted classes.
-    page.locator("#generate").click()
-    page.wait_for_function(VIDEO_READY)
-    first_src = page.evaluate(VIDEO_READY)
-    page.wait_for_function(
-        "() => ['car', 'person'].every(c => document.querySelector('#class-table').innerText.includes(c))"
-    )
-    table = class_table_text(page)
-    assert "foreground" in table and "road" in table
-    page.screenshot(path=tmp_path / "2_generated.png", full_page=True)
+    with step(page, tmp_path, "generate"):  # a playable video, made from a label map holding both classes
+        page.locator("#generate").click()
+        first_src = playable_video(page)
+        page.wait_for_function(
+            "() => ['car', 'person'].every(c => document.querySelector('#class-table').innerText.includes(c))"
+        )
+        table = class_table_text(page)
+        assert "foreground" in table and "road" in table
+        page.screenshot(path=tmp_path / "2_generated.png", full_page=True)
 
-    # 3. Scrub: moving the foreground slider re-renders the video live (a new, playable video).
-    slider = page.locator("#fg-slider input[type='range']")
-    slider.focus()
-    for _ in range(15):
-        page.keyboard.press("ArrowRight")
-    assert float(slider.input_value()) > 0
-    page.locator("#status").get_by_text("FG +").wait_for()  # the scrub handler ran with the moved slider …
-    # … and the player got a new, playable video (Gradio serves files by content hash: new src = new frames)
-    page.wait_for_function(f"() => {{ const s = ({VIDEO_READY})(); return s !== null && s !== {first_src!r}; }}")
-    page.screenshot(path=tmp_path / "3_scrubbed.png", full_page=True)
+    with step(page, tmp_path, "scrub"):  # moving the foreground slider re-renders the video live
+        slider = page.locator("#fg-slider input[type='range']")
+        slider.focus()
+        for _ in range(15):
+            page.keyboard.press("ArrowRight")
+        assert float(slider.input_value()) > 0
+        page.locator("#status").get_by_text("FG +").wait_for()  # the scrub handler ran with the moved slider …
+        # … and the player got a new, playable video (Gradio serves files by content hash: new src = new frames)
+        playable_video(page, other_than=first_src)
+        page.screenshot(path=tmp_path / "3_scrubbed.png", full_page=True)
 
-    # 4. Upload a colour label map: it lands on the canvas and in the "as the model sees it" view.
-    example = example_label_map(tmp_path)
-    page.get_by_role("tab", name="Upload").click()
-    page.locator("#upload input[type='file']").set_input_files(str(example))
-    page.locator("#upload-note").get_by_text("nearest").wait_for()
-    assert "Read a" in page.locator("#upload-note").inner_text()
-    page.get_by_role("tab", name="Paint").click()
-    page.locator("#canvas canvas").first.wait_for(state="visible")
-    canvas_idle = "() => document.querySelector('#canvas [data-testid=status-tracker]').classList.contains('hide')"
-    page.wait_for_function(canvas_idle)  # the editor has loaded the uploaded map
+    with step(page, tmp_path, "upload"):  # a colour label map lands on the canvas and in the model's view
+        example = example_label_map(tmp_path)
+        page.locator("#upload input[type='file']").set_input_files(str(example))
+        page.locator("#upload-note").get_by_text("nearest").wait_for()
+        assert "Read a" in page.locator("#upload-note").inner_text()
+        page.wait_for_function(  # the editor has loaded the uploaded map
+            "() => document.querySelector('#canvas [data-testid=status-tracker]').classList.contains('hide')"
+        )
 
-    # 5. Generate from the uploaded map.
-    scrubbed_src = page.evaluate(VIDEO_READY)
-    page.locator("#generate").click()
-    page.wait_for_function(f"() => {{ const s = ({VIDEO_READY})(); return s !== null && s !== {scrubbed_src!r}; }}")
-    page.locator("#status").get_by_text("first frame from stage 1").wait_for()
-    size = page.evaluate("() => { const i = document.querySelector('#label-view img'); return [i.naturalHeight, i.naturalWidth]; }")
-    uploaded = U.read_label_upload(example, tuple(size)).ids
-    table = class_table_text(page)
-    assert all(labels.CLASS_NAMES[i] in table for i in np.unique(uploaded) if i < labels.NUM_CLASSES)
-    page.screenshot(path=tmp_path / "4_uploaded.png", full_page=True)
+    with step(page, tmp_path, "generate_uploaded"):
+        scrubbed_src = playable_video(page)
+        page.locator("#generate").click()
+        page.locator("#status").get_by_text("first frame from stage 1").wait_for()
+        playable_video(page, other_than=scrubbed_src)
+        size = page.evaluate(
+            "() => { const i = document.querySelector('#label-view img'); return [i.naturalHeight, i.naturalWidth]; }"
+        )
+        uploaded = U.read_label_upload(example, tuple(size)).ids
+        table = class_table_text(page)
+        assert all(labels.CLASS_NAMES[i] in table for i in np.unique(uploaded) if i < labels.NUM_CLASSES)
+        page.screenshot(path=tmp_path / "4_uploaded.png", full_page=True)
 
     target = os.environ.get(SCREENSHOT_ENV)
     if target:

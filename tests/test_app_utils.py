@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import socket
@@ -12,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from seg2vid import Seg2VidPipeline, app_utils as U, labels
+from seg2vid import Seg2VidPipeline, labels
+from seg2vid import app_utils as U
 from seg2vid.config import FlowPredictorConfig, ImageGeneratorConfig
 from seg2vid.networks.flow_predictor import FlowPredictor
 from seg2vid.networks.image_generator import ImageGenerator
@@ -339,7 +341,7 @@ def test_latent_path_is_a_smooth_great_circle_through_the_prior():
     # small moves, small changes (Lipschitz bound of the docstring)
     bound = 0.5 * math.pi * (start.norm() + turn.norm())
     grid = np.linspace(-1, 1, 101)
-    for a, b in zip(grid[:-1], grid[1:]):
+    for a, b in itertools.pairwise(grid):
         assert (path(float(b)) - path(float(a))).norm() <= bound * (b - a) + 1e-4
     with pytest.raises(ValueError):
         path(float("nan"))
