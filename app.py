@@ -101,8 +101,12 @@ class Clip:
     seed: int
     fg_path: U.LatentPath  # z_FG(s)
     bg_path: U.LatentPath  # z_BG(s)
-    frames: np.ndarray | None = None  # (T+1, H, W, 3) uint8 of the last render (for the downloads)
-    video_path: str | None = None
+    frames: np.ndarray | None = None  # (T+1, H, W, 3) uint8 of the last render (for the GIF / PNG export)
+
+
+def _stale_exports() -> tuple[gr.File, gr.File]:
+    """A new video makes earlier GIF / zip exports stale: renders clear and hide them."""
+    return gr.File(None, visible=False), gr.File(None, visible=False)
 
 
 def friendly(fn):
@@ -181,7 +185,11 @@ class Seg2VidApp:
     # -- generate and scrub ---------------------------------------------------------------------------------------
 
     def _render(self, clip: Clip, fg: float, bg: float, strength: float) -> tuple:
-        """Stage 2 (stage 1 comes from the pipeline cache once computed) → outputs for the page."""
+        """Stage 2 (stage 1 comes from the pipeline cache once computed) → outputs for the page.
+
+        Returns (clip, mp4 path, gallery, flow mosaic, occlusion mosaic). Only the mp4 is encoded here; the GIF
+        and the PNG frames are exported on request, so a slider move stays light.
+        """
         if not 0.0 <= strength <= 2.0:
             raise ValueError(f"The motion strength must lie in 0–2; got {strength}.")
         z = {"z_fg": clip.fg_path(fg), "z_bg": clip.bg_path(bg), "motion_scale": float(strength)}
@@ -190,7 +198,7 @@ class Seg2VidApp:
         else:
             out = self.pipe.animate(clip.photo, clip.ids, seed=clip.seed, **z)
         path = video.write_mp4(out.frames, U.fresh_output_dir(self.workdir) / "seg2vid.mp4", FPS, VIDEO_SCALE)
-        clip = replace(clip, frames=out.frames, video_path=str(path))
+        clip = replace(clip, frames=out.frames)
         gallery = [(f, "first frame" if t == 0 else f"t = {t}") for t, f in enumerate(out.frames)]
         return clip, str(path), gallery, U.flow_mosaic(out.flow_bwd), U.occlusion_mosaic(out.occ_bwd)
 
@@ -225,29 +233,31 @@ class Seg2VidApp:
         progress(1.0, desc="Done")
         source = "your photo" if photo is not None else "stage 1"
         status = f"Seed {seed} · first frame from {source} · {time.perf_counter() - started:.2f} s"
-        return (clip, clip.frames[0], path, gallery, flow, occ, status, *self._label_outputs(ids))
+        return (clip, clip.frames[0], path, path, *_stale_exports(), gallery, flow, occ, status,
+                *self._label_outputs(ids))
 
     @friendly
     def scrub(self, clip: Clip | None, fg: float, bg: float, strength: float) -> tuple:
         """A slider moved: re-sample the motion only (no label decoding, no stage 1)."""
         if clip is None:
             gr.Info("Press Generate first; the sliders then re-sample the motion live.")
-            return (gr.skip(),) * 6
+            return (gr.skip(),) * 9
         started = time.perf_counter()
         clip, path, gallery, flow, occ = self._render(clip, fg, bg, strength)
         took = time.perf_counter() - started
         status = f"Seed {clip.seed} · FG {fg:+.2f} · BG {bg:+.2f} · strength {strength:.2f} · {took:.2f} s"
-        return clip, path, gallery, flow, occ, status
+        return clip, path, path, *_stale_exports(), gallery, flow, occ, status
 
     @friendly
-    def downloads(self, clip: Clip | None) -> tuple[str | None, str | None, str | None]:
-        """The last render as mp4, GIF and a zip of PNG frames."""
+    def export(self, clip: Clip | None) -> tuple[gr.File | None, gr.File | None]:
+        """The last render as a looping GIF (enlarged like the video) and a zip of its PNG frames."""
         if clip is None or clip.frames is None:
-            return None, None, None
+            gr.Warning("Press Generate first: there is no video to export yet.")
+            return None, None
         folder = U.fresh_output_dir(self.workdir)
         gif = video.write_gif(clip.frames, folder / "seg2vid.gif", FPS, VIDEO_SCALE)
         zip_path = video.frames_zip(clip.frames, folder / "seg2vid_frames.zip")
-        return clip.video_path, str(gif), str(zip_path)
+        return gr.File(str(gif), visible=True), gr.File(str(zip_path), visible=True)
 
 
 def example_files(folder: Path = EXAMPLES_DIR) -> dict[str, Path]:
@@ -367,9 +377,11 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                                        height=240)
                 video_out = gr.Video(label="Video", autoplay=True, loop=True, interactive=False, elem_id="video")
                 with gr.Row():
-                    mp4_btn = gr.DownloadButton("mp4", size="sm")
-                    gif_btn = gr.DownloadButton("GIF", size="sm")
-                    zip_btn = gr.DownloadButton("Frames (zip)", size="sm")
+                    mp4_btn = gr.DownloadButton("Download mp4", size="sm")
+                    export_btn = gr.Button("Export GIF + PNG frames", size="sm")
+                with gr.Row():
+                    gif_file = gr.File(label="GIF", interactive=False, visible=False)
+                    zip_file = gr.File(label="Frames (PNG, zip)", interactive=False, visible=False)
 
         gr.Markdown("### 3 · Frames, flow and occlusion")
         with gr.Tabs():
@@ -397,20 +409,18 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
         photo.upload(app.preview_photo, photo, photo_view, api_name="photo")
         photo.clear(lambda: None, None, photo_view, api_visibility="private")
 
-        download_outputs = [mp4_btn, gif_btn, zip_btn]
-        render_outputs = [clip, video_out, gallery, flow_view, occ_view, status]
+        render_outputs = [clip, video_out, mp4_btn, gif_file, zip_file, gallery, flow_view, occ_view, status]
         generate_inputs = [canvas, photo, seed, fg, bg, strength]
-        generate_outputs = [clip, first_frame, video_out, gallery, flow_view, occ_view, status, *label_outputs]
-        generate_btn.click(app.generate, generate_inputs, generate_outputs, api_name="generate",
-                           **model_only).then(app.downloads, clip, download_outputs, api_name="downloads")
+        generate_outputs = [clip, first_frame, *render_outputs[1:], *label_outputs]
+        generate_btn.click(app.generate, generate_inputs, generate_outputs, api_name="generate", **model_only)
         dice.click(random_seed, None, seed, api_visibility="private").then(
             app.generate, generate_inputs, generate_outputs, api_visibility="private", **model_only
-        ).then(app.downloads, clip, download_outputs, api_visibility="private")
+        )
         for slider in (fg, bg, strength):
             slider.change(app.scrub, [clip, fg, bg, strength], render_outputs, trigger_mode="always_last",
                           show_progress="minimal", api_name="scrub" if slider is fg else None,
-                          api_visibility="public" if slider is fg else "private", **model_only
-                          ).then(app.downloads, clip, download_outputs, api_visibility="private")
+                          api_visibility="public" if slider is fg else "private", **model_only)
+        export_btn.click(app.export, clip, [gif_file, zip_file], api_name="export")
     return demo
 
 

@@ -117,6 +117,11 @@ def editor_payload(editor: dict) -> dict:
     }
 
 
+def updated_value(value):
+    """A component returned as an update (``gr.File(path, visible=True)``) reaches the client as a dict."""
+    return value["value"] if isinstance(value, dict) and value.get("__type__") == "update" else value
+
+
 def video_file(value) -> str:
     return value if isinstance(value, str) else value["video"]
 
@@ -155,9 +160,10 @@ def test_upload_generate_scrub_and_download(client, tmp_path):
     enlarged = expected.repeat(scale, axis=0).repeat(scale, axis=1)
     np.testing.assert_array_equal(read_png(editor["background"]), labels.colorize(enlarged))
 
-    first, video, gallery, flow, occ, status, seen_view, _ = client.predict(
+    first, video, mp4, gif, frames_zip, gallery, flow, occ, status, seen_view, _ = client.predict(
         editor_payload(editor), None, 5, 0.0, 0.0, 1.0, api_name="/generate"
     )
+    assert updated_value(gif) is None and updated_value(frames_zip) is None  # exported on request only
     np.testing.assert_array_equal(read_png(seen_view), labels.colorize(expected))  # what the model was given
     frames = gallery_frames(gallery)
     assert frames.shape == (9, *TINY_SIZE, 3)
@@ -173,20 +179,21 @@ def test_upload_generate_scrub_and_download(client, tmp_path):
     meta = next(reader)
     assert meta["codec"] == "h264" and tuple(meta["size"]) == (2 * TINY_SIZE[1], 2 * TINY_SIZE[0])
     assert sum(1 for _ in reader) == 9
+    assert Path(mp4).read_bytes() == Path(video_path).read_bytes()  # the mp4 download is the video shown
 
     # The sliders at the positions Generate used reproduce its frames exactly (same z, cached stage 1) …
-    _, same_gallery, *_ = client.predict(0.0, 0.0, 1.0, api_name="/scrub")
+    _, _, _, _, same_gallery, *_ = client.predict(0.0, 0.0, 1.0, api_name="/scrub")
     np.testing.assert_array_equal(gallery_frames(same_gallery), frames)
     # … moving the foreground slider changes the motion but keeps the first frame.
-    new_video, moved_gallery, moved_flow, *_ = client.predict(0.6, 0.0, 1.0, api_name="/scrub")
+    new_video, new_mp4, _, _, moved_gallery, moved_flow, *_ = client.predict(0.6, 0.0, 1.0, api_name="/scrub")
     moved = gallery_frames(moved_gallery)
     np.testing.assert_array_equal(moved[0], frames[0])
     assert not np.array_equal(moved[1:], frames[1:])
     assert not np.array_equal(read_png(moved_flow), read_png(flow))
     assert video_file(new_video) != video_path
+    assert Path(new_mp4).read_bytes() == Path(video_file(new_video)).read_bytes()
 
-    mp4, gif, frames_zip = client.predict(api_name="/downloads")
-    assert Path(mp4).read_bytes()[4:8] == b"ftyp"
+    gif, frames_zip = map(updated_value, client.predict(api_name="/export"))  # GIF and PNGs of the last render
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames >= 2 and im.size == (2 * TINY_SIZE[1], 2 * TINY_SIZE[0])
     with zipfile.ZipFile(frames_zip) as zf:
@@ -206,7 +213,7 @@ def test_animating_an_uploaded_photo_starts_from_that_photo(client, tmp_path):
 
     editor, *_ = client.predict(handle_file(str(save_png(labels.colorize(street_with_objects()), tmp_path / "l.png"))),
                                 api_name="/upload")
-    first, _, gallery, _, _, status, *_ = client.predict(
+    first, _, _, _, _, gallery, _, _, status, *_ = client.predict(
         editor_payload(editor), handle_file(str(photo_path)), 1, 0.0, 0.0, 1.0, api_name="/generate"
     )
     np.testing.assert_array_equal(read_png(first), expected)
@@ -272,7 +279,7 @@ def test_slider_moves_rerun_stage_two_only(app_module):
     assert calls == {"stage1": 1, "encode": 1, "decode": 1}
     previous = None
     for fg, bg, strength in ((0.2, 0.0, 1.0), (0.2, -0.5, 1.0), (0.2, -0.5, 1.7)):
-        clip, video, gallery, *_ = demo_app.scrub(clip, fg, bg, strength)
+        clip, video, _, _, _, gallery, *_ = demo_app.scrub(clip, fg, bg, strength)
         assert Path(video).stat().st_size > 0 and len(gallery) == 9
         frames = np.stack([frame for frame, _ in gallery])
         assert previous is None or not np.array_equal(frames, previous)
