@@ -197,7 +197,9 @@ class Seg2VidApp:
             out = self.pipe(clip.ids, seed=clip.seed, **z)
         else:
             out = self.pipe.animate(clip.photo, clip.ids, seed=clip.seed, **z)
-        path = video.write_mp4(out.frames, U.fresh_output_dir(self.workdir) / "seg2vid.mp4", FPS, VIDEO_SCALE)
+        path = video.write_mp4(
+            out.frames, U.fresh_output_dir(self.workdir) / "seg2vid.mp4", FPS, VIDEO_SCALE, preset="veryfast"
+        )
         clip = replace(clip, frames=out.frames)
         gallery = [(f, "first frame" if t == 0 else f"t = {t}") for t, f in enumerate(out.frames)]
         return clip, str(path), gallery, U.flow_mosaic(out.flow_bwd), U.occlusion_mosaic(out.occ_bwd)

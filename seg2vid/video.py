@@ -92,8 +92,13 @@ def _prepare(path, frames, scale, resample) -> tuple[Path, np.ndarray]:
     return path, upscale(frames, scale, resample)
 
 
-def write_mp4(frames, path, fps: float = 8, scale: int = 1, resample: str = "nearest", crf: int = 18) -> Path:
-    """Write an H.264 mp4 (yuv420p, ``+faststart``); returns the path. Raises ``RuntimeError`` if ffmpeg fails."""
+def write_mp4(
+    frames, path, fps: float = 8, scale: int = 1, resample: str = "nearest", crf: int = 18, preset: str = "medium"
+) -> Path:
+    """Write an H.264 mp4 (yuv420p, ``+faststart``); returns the path. Raises ``RuntimeError`` if ffmpeg fails.
+
+    ``preset`` is the x264 speed preset (``"ultrafast"`` … ``"veryslow"``): the web app's live slider uses a fast one.
+    """
     from moviepy import ImageSequenceClip
 
     fps = _check_fps(fps)
@@ -106,6 +111,7 @@ def write_mp4(frames, path, fps: float = 8, scale: int = 1, resample: str = "nea
             str(tmp),
             fps=fps,
             codec="libx264",
+            preset=preset,
             audio=False,
             pixel_format="yuv420p",
             ffmpeg_params=["-crf", str(int(crf)), "-movflags", "+faststart"],
