@@ -601,6 +601,40 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         b_ema.copy_(b)
 
 
+def build_stage_model(model_cls, options, dist: Distributed, what: str) -> torch.nn.Module:
+    """A fresh ``model_cls(options.model)``, or one initialised from ``--init-from``.
+
+    With ``--init-from`` the exported stage's config replaces ``options.model`` (at the run's ``image_size``) and
+    its weights are loaded strictly; a bad folder raises ``ValueError`` for the script to report.
+    """
+    if not options.init_from:
+        return model_cls(options.model)
+    from training.export import load_stage_weights
+
+    loaded = load_stage_weights(options.init_from, model_cls)
+    config = {**loaded.config.to_dict(), "image_size": list(options.image_size)}
+    options.model = model_cls.config_class.from_dict(config)
+    model = model_cls(options.model)
+    model.load_state_dict(loaded.state_dict())
+    say(dist, f"initialised the {what} from {options.init_from} (its model config replaces model.*)")
+    return model
+
+
+def run_script(stage: str, doc: str | None, options_cls, check_options, train, argv: list[str] | None) -> Path:
+    """The shared ``main`` of both training scripts: parse and resolve options, set up DDP, train, tear down."""
+    parser = build_parser(stage, doc)
+    args = parser.parse_args(argv)
+    options, _ = resolve_options(parser, args, options_cls, stage, check_options)
+    try:
+        dist = setup_distributed(options.device)
+    except OptionError as e:
+        parser.error(str(e))
+    try:
+        return train(options, dist, args, parser)
+    finally:
+        teardown_distributed()
+
+
 def make_ema(model: torch.nn.Module) -> torch.nn.Module:
     ema = copy.deepcopy(model).eval()
     ema.requires_grad_(False)

@@ -112,33 +112,9 @@ def write_samples(generator, batch: dict, path: Path) -> torch.Tensor:
     return grid
 
 
-def build_generator(options: ImageTrainOptions, dist: C.Distributed) -> ImageGenerator:
-    """A fresh generator, or one initialised from ``--init-from`` (its config then replaces ``options.model``)."""
-    if not options.init_from:
-        return ImageGenerator(options.model)
-    from training.export import load_stage_weights
-
-    loaded = load_stage_weights(options.init_from, ImageGenerator)
-    options.model = ImageGeneratorConfig.from_dict({**loaded.config.to_dict(), "image_size": list(options.image_size)})
-    generator = ImageGenerator(options.model)
-    generator.load_state_dict(loaded.state_dict())
-    C.say(dist, f"initialised the generator from {options.init_from} (its model config replaces model.*)")
-    return generator
-
-
 def main(argv: list[str] | None = None) -> Path:
     """Train stage 1; returns the run folder."""
-    parser = C.build_parser(STAGE, __doc__)
-    args = parser.parse_args(argv)
-    options, _ = C.resolve_options(parser, args, ImageTrainOptions, STAGE, check_options)
-    try:
-        dist = C.setup_distributed(options.device)
-    except C.OptionError as e:
-        parser.error(str(e))
-    try:
-        return train(options, dist, args, parser)
-    finally:
-        C.teardown_distributed()
+    return C.run_script(STAGE, __doc__, ImageTrainOptions, check_options, train, argv)
 
 
 def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path:
@@ -150,7 +126,7 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
     # 2. Networks (same initialisation on every rank), EMA copy, optimisers, VGG for the perceptual loss.
     C.seed_everything(options.seed)
     try:
-        generator = C.prepare_module(build_generator(options, dist), options, dist)
+        generator = C.prepare_module(C.build_stage_model(ImageGenerator, options, dist, "generator"), options, dist)
     except ValueError as e:  # --init-from: not a checkpoint folder, wrong class, corrupt weights
         parser.error(f"--init-from: {e}")
     disc = C.prepare_module(MultiscaleDiscriminator(options.disc), options, dist)

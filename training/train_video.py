@@ -116,33 +116,9 @@ def write_samples(model: FlowPredictor, batch: dict, seed: int, stem: Path) -> t
     return grid
 
 
-def build_model(options: VideoTrainOptions, dist: C.Distributed) -> FlowPredictor:
-    """A fresh flow predictor, or one initialised from ``--init-from`` (its config then replaces ``options.model``)."""
-    if not options.init_from:
-        return FlowPredictor(options.model)
-    from training.export import load_stage_weights
-
-    loaded = load_stage_weights(options.init_from, FlowPredictor)
-    options.model = FlowPredictorConfig.from_dict({**loaded.config.to_dict(), "image_size": list(options.image_size)})
-    model = FlowPredictor(options.model)
-    model.load_state_dict(loaded.state_dict())
-    C.say(dist, f"initialised the flow predictor from {options.init_from} (its model config replaces model.*)")
-    return model
-
-
 def main(argv: list[str] | None = None) -> Path:
     """Train stage 2; returns the run folder."""
-    parser = C.build_parser(STAGE, __doc__)
-    args = parser.parse_args(argv)
-    options, _ = C.resolve_options(parser, args, VideoTrainOptions, STAGE, check_options)
-    try:
-        dist = C.setup_distributed(options.device)
-    except C.OptionError as e:
-        parser.error(str(e))
-    try:
-        return train(options, dist, args, parser)
-    finally:
-        C.teardown_distributed()
+    return C.run_script(STAGE, __doc__, VideoTrainOptions, check_options, train, argv)
 
 
 def train(options: VideoTrainOptions, dist: C.Distributed, args, parser) -> Path:
@@ -154,7 +130,7 @@ def train(options: VideoTrainOptions, dist: C.Distributed, args, parser) -> Path
     # 2. Network (same initialisation on every rank), EMA copy, optimiser, VGG for the perceptual term.
     C.seed_everything(options.seed)
     try:
-        model = C.prepare_module(build_model(options, dist), options, dist)
+        model = C.prepare_module(C.build_stage_model(FlowPredictor, options, dist, "flow predictor"), options, dist)
     except ValueError as e:  # --init-from: not a checkpoint folder, wrong class, corrupt weights
         parser.error(f"--init-from: {e}")
     ema = C.make_ema(model) if options.ema_decay > 0 else None
