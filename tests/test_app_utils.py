@@ -15,40 +15,19 @@ from PIL import Image
 
 from seg2vid import Seg2VidPipeline, labels
 from seg2vid import app_utils as U
-from seg2vid.config import FlowPredictorConfig, ImageGeneratorConfig
-from seg2vid.networks.flow_predictor import FlowPredictor
-from seg2vid.networks.image_generator import ImageGenerator
+from seg2vid.config import FlowPredictorConfig
+from test_pipeline import tiny_models
 
 TINY_SIZE = (32, 64)  # (H, W) of the tiny test model; the aspect ratio (1:2) of the real one
 
 
 def tiny_pipeline(seed: int = 0) -> Seg2VidPipeline:
-    """A randomly initialised pipeline small enough to run in milliseconds (shared with the app API tests).
+    """A randomly initialised 9-frame pipeline small enough to run in milliseconds (shared with the app tests).
 
-    The output heads start at zero (no flow, no residual) in a fresh model; they get small random weights here
-    so that the latent codes visibly change the motion, as they do in a trained model.
+    Its output heads get small random weights so that the latent codes visibly change the motion, as they do in
+    a trained model.
     """
-    torch.manual_seed(seed)
-    image_generator = ImageGenerator(
-        ImageGeneratorConfig(base_channels=4, num_downsample=2, num_res_blocks=1, max_channels=8, image_size=TINY_SIZE)
-    )
-    flow_predictor = FlowPredictor(
-        FlowPredictorConfig(
-            image_size=TINY_SIZE,
-            z_fg_dim=6,
-            z_bg_dim=3,
-            encoder_stem_channels=4,
-            encoder_channels=(4, 4, 8, 8),
-            motion_channels=(4, 4, 8, 8, 8),
-            decoder_channels=(8, 8, 4, 4),
-            refiner_channels=(4, 4, 8, 8),
-        )
-    )
-    with torch.no_grad():
-        for param in flow_predictor.parameters():
-            if param.dim() > 1 and not param.any():
-                param.normal_(0.0, 0.3)
-    return Seg2VidPipeline(image_generator, flow_predictor, device="cpu")
+    return Seg2VidPipeline(*tiny_models(seed, size=TINY_SIZE, head_std=0.3, num_frames=8), device="cpu")
 
 
 def blocky(size, seed: int = 0, classes=None) -> np.ndarray:

@@ -19,18 +19,19 @@ SIZE = (32, 64)  # (H, W) of the tiny models
 T = 4
 
 
-def tiny_models(seed: int = 0, size=SIZE, **stage2) -> tuple[ImageGenerator, FlowPredictor]:
+def tiny_models(seed: int = 0, size=SIZE, head_std: float = 0.5, **stage2) -> tuple[ImageGenerator, FlowPredictor]:
     """Randomly initialised, tiny stage-1 and stage-2 networks (milliseconds per call on a CPU).
 
-    ``stage2`` overrides FlowPredictorConfig fields (e.g. the ``semantics`` / ``use_flow`` variants).
+    ``stage2`` overrides FlowPredictorConfig fields (e.g. ``num_frames`` or the ``semantics`` / ``use_flow``
+    variants). Output layers that a fresh model initialises to zero get N(0, head_std²) weights instead.
     """
+    stage2 = {"num_frames": T, **stage2}
     torch.manual_seed(seed)
     image_generator = ImageGenerator(
         ImageGeneratorConfig(base_channels=4, num_downsample=2, num_res_blocks=1, max_channels=8, image_size=size)
     )
     flow_predictor = FlowPredictor(
         FlowPredictorConfig(
-            num_frames=T,
             image_size=size,
             z_fg_dim=6,
             z_bg_dim=3,
@@ -46,7 +47,7 @@ def tiny_models(seed: int = 0, size=SIZE, **stage2) -> tuple[ImageGenerator, Flo
     with torch.no_grad():
         for p in flow_predictor.parameters():
             if p.dim() > 1 and not p.any():
-                p.normal_(0.0, 0.5)
+                p.normal_(0.0, head_std)
     return image_generator, flow_predictor
 
 
