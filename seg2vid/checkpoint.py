@@ -83,7 +83,7 @@ def _listing(keys, limit: int = _MAX_LISTED_KEYS) -> str:
 # Atomic file writes
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file next to ``path``, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name in the same folder (same file system, so os.replace is atomic); created by ``write`` with the
@@ -103,7 +103,7 @@ def _write_text(path: Path, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def save_stage(model: nn.Module, folder, metadata: dict[str, Any] | None = None)
     # Clone so that tied / shared tensors become separate entries (safetensors refuses shared storage).
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     folder = Path(folder)
-    _atomic_write(
+    atomic_write(
         folder / WEIGHTS_NAME,
         lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", "class": class_name}),
     )

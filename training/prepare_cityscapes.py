@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -48,6 +47,7 @@ from seg2vid.data.cityscapes import (
     label_path,
     parse_frame_name,
 )
+from seg2vid.checkpoint import atomic_write
 from seg2vid.labels import CLASS_NAMES, IGNORE_ID, NAME_TO_ID, load_label_map, resize_ids
 
 DEFAULT_MODEL = "nvidia/segformer-b1-finetuned-cityscapes-1024-1024"
@@ -204,17 +204,7 @@ def write_label_map(ids: np.ndarray, path: Path, size: tuple[int, int] | None = 
     """Save trainIds as a single-channel PNG atomically (temporary file in the same folder, then rename)."""
     if size is not None and ids.shape != tuple(size):
         ids = resize_ids(ids, size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8)).save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8)).save(tmp, format="PNG"))
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

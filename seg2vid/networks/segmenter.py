@@ -20,8 +20,6 @@ and ``model.safetensors``, loaded strictly (``save_segmenter`` / ``load_segmente
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import atomic_write
 from ..config import _Config, _positive
 from ..labels import NUM_CLASSES
 
@@ -115,19 +114,6 @@ class Segmenter(nn.Module):
 # Checkpoint I/O: config.json + model.safetensors, atomic writes, strict loading.
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_segmenter(model: Segmenter, folder, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``folder/model.safetensors`` then ``folder/config.json`` (so a config never points at half a file)."""
     from safetensors.torch import save_file
@@ -138,9 +124,9 @@ def save_segmenter(model: Segmenter, folder, metadata: dict[str, Any] | None = N
     if metadata:
         record["metadata"] = metadata
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     text = json.dumps(record, indent=2) + "\n"
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return folder
 
 
