@@ -149,6 +149,10 @@ class FlowPredictorConfig(_Config):
     z_fg_dim: int = 896  # paper section 4.2: |z| = 1024 = 896 (foreground) + 128 (background)
     z_bg_dim: int = 128
     semantics: str = "two_path"  # "none" | "one_encoder" | "two_path" (section 3.3)
+    # two_path only: each motion encoder sees the video only on its own pixels of frame 0's label map (V × mask),
+    # so that "each sequence encoder only focuses on learning either foreground or background motion" (Fig. 4)
+    # and camera motion cannot be read off the whole frame by the foreground encoder. Training-only.
+    mask_motion_inputs: bool = True
     use_flow: bool = True  # False: Fig. 9 "w/o flow" — the decoder outputs pixels directly
 
     # image encoder on [I0, heatmaps]: a full-resolution stem, then one stride-2 stage per decoder level

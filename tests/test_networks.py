@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seg2vid.config import DiscriminatorConfig, FlowPredictorConfig, ImageGeneratorConfig
-from seg2vid.labels import NUM_BG, NUM_CLASSES
+from seg2vid.labels import NUM_BG, NUM_CLASSES, split_fg_bg
 from seg2vid.networks import (
     FlowPrediction,
     FlowPredictor,
@@ -204,6 +204,20 @@ def test_two_path_encoders_see_their_own_heatmaps():
     a, b = model.encode_motion(video, heat), model.encode_motion(video, changed_bg)
     assert torch.equal(a.mu_fg, b.mu_fg) and torch.equal(a.logvar_fg, b.logvar_fg)
     assert not torch.allclose(a.mu_bg, b.mu_bg)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_two_path_masked_encoders_see_only_their_own_pixels(masked):
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config(semantics="two_path", mask_motion_inputs=masked)).eval()
+    randomise_heads(model)
+    video, heat = video_for(), heatmaps_for()
+    is_fg = split_fg_bg(heat)[0].sum(1, keepdim=True).bool()  # (1, 1, H, W)
+    assert is_fg.any() and not is_fg.all()
+    bg_changed = torch.where(is_fg.unsqueeze(1), video, video_for(seed=5))  # new pixels off the foreground only
+    a, b = model.encode_motion(video, heat), model.encode_motion(bg_changed, heat)
+    assert not torch.allclose(a.mu_bg, b.mu_bg)  # the background encoder sees background pixels either way
+    assert torch.equal(a.mu_fg, b.mu_fg) == masked  # the foreground encoder sees them only without masks
 
 
 def test_semantics_none_ignores_the_label_map():

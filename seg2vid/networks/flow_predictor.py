@@ -7,7 +7,8 @@ Parts, one module each:
 * :class:`~seg2vid.networks.motion_encoder.MotionEncoder` — Q(z | V, I0), training only; the ``semantics``
   option picks how the label map enters (section 3.3): ``"two_path"`` (one encoder on [V, foreground heatmaps] for
   z_FG, one on [V, background heatmaps] for z_BG, Fig. 4), ``"one_encoder"`` ([V, all heatmaps] → both halves),
-  ``"none"`` (V only; the image encoder then sees I0 alone);
+  ``"none"`` (V only; the image encoder then sees I0 alone); with ``mask_motion_inputs`` each two-path encoder
+  sees the video only on its own (foreground or background) pixels of frame 0;
 * :class:`~seg2vid.networks.flow_decoder.FlowDecoder` — (z, z_I0, skips) → W^f, W^b, O^f, O^b at 1/2 resolution;
 * :class:`~seg2vid.networks.refiner.Refiner` — the U-Net P of Eq. 2.
 
@@ -203,8 +204,11 @@ class FlowPredictor(nn.Module):
         check_image(frames, "video frames", 3 * t1, self.size_multiple)
         self._check_heatmaps(heatmaps, frames)
         if self.config.semantics == "two_path":
-            fg, bg = split_fg_bg(heatmaps.to(frames.dtype))
-            inputs = [torch.cat([frames, fg], 1), torch.cat([frames, bg], 1)]
+            fg, bg = split_fg_bg(heatmaps.to(frames.dtype))  # (B, 8, H, W), (B, 11, H, W)
+            if self.config.mask_motion_inputs:  # V × mask: each encoder sees only its own pixels (Fig. 4)
+                inputs = [torch.cat([frames * h.sum(1, keepdim=True), h], 1) for h in (fg, bg)]
+            else:
+                inputs = [torch.cat([frames, fg], 1), torch.cat([frames, bg], 1)]
         elif self.config.semantics == "one_encoder":
             inputs = [torch.cat([frames, heatmaps.to(frames.dtype)], 1)]
         else:
