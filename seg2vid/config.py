@@ -234,8 +234,10 @@ class ImageGANLossWeights(_Config):
     lambda_gan: float = 1.0
     lambda_fm: float = 10.0  # discriminator feature matching
     lambda_vgg: float = 10.0  # VGG-19 perceptual loss (skipped when no VGG weights are available)
+    # Not in pix2pixHD: pix2pix's L1 to the real frame; 0 = off. A cheap stand-in when no VGG weights exist.
+    lambda_l1: float = 0.0
 
     def validate(self) -> None:
         if self.gan_mode not in ("lsgan", "hinge"):
             raise ValueError(f"ImageGANLossWeights: gan_mode must be 'lsgan' or 'hinge'; got {self.gan_mode!r}.")
-        _non_negative(self, "lambda_gan", "lambda_fm", "lambda_vgg")
+        _non_negative(self, "lambda_gan", "lambda_fm", "lambda_vgg", "lambda_l1")

@@ -331,6 +331,18 @@ def test_flow_supervision_adds_a_logged_term(tmp_path):
                           "--set", "lambda_flow_supervised=1"])
 
 
+def test_stage1_l1_term_enters_the_generator_loss_with_its_weight(tmp_path):
+    def logged(name, weight):
+        run_dir = run("image", tmp_path, name, "--max-steps", "1", "--set", f"loss.lambda_l1={weight}")
+        header, row = (run_dir / "log.csv").read_text().splitlines()
+        return {k: float(v) for k, v in zip(header.split(","), row.split(",")) if k.startswith(("loss", "g_"))}
+
+    off, on = logged("l1-off", 0), logged("l1-on", 5)
+    assert off["g_l1"] == 0 and on["g_l1"] > 0.01
+    # Same seed, same batch, same first step: the L1 term is the only difference between the two losses.
+    assert on["loss_g"] - off["loss_g"] == pytest.approx(5 * on["g_l1"], rel=1e-3)
+
+
 def test_torchrun_two_processes_then_resume_in_one(tmp_path):
     """DDP on CPU (Gloo): rank 0 checkpoints every rank's RNG state; a single process resumes that run."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -5,6 +5,7 @@ are trained in alternation with their own Adam optimisers:
 
     D step:  L_D = ½ [ gan(D(S, I), real) + gan(D(S, G(S)), fake) ]                 (LSGAN or hinge)
     G step:  L_G = λ_gan · gan(D(S, G(S)), real) + λ_fm · FM(D; G(S), I) + λ_vgg · VGG(G(S), I)
+                   [+ λ_l1 · |G(S) − I|₁, pix2pix's term, off by default: ``--set loss.lambda_l1=10``]
 
 Training pairs are (frame, its one-hot label map); any frame of a clip can serve (``frames_per_clip``).
 
@@ -202,7 +203,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
             loss_gan = gan_loss(g_fake, True, w.gan_mode, for_discriminator=False)
             loss_fm = feature_matching_loss(g_fake, [[f.detach() for f in scale] for scale in g_real])
             loss_vgg = vgg_loss(vgg, fake, real) if vgg is not None else fake.new_zeros(())
-            loss_g = w.lambda_gan * loss_gan + w.lambda_fm * loss_fm + w.lambda_vgg * loss_vgg
+            loss_l1 = (fake - real).abs().mean() if w.lambda_l1 > 0 else fake.new_zeros(())
+            loss_g = w.lambda_gan * loss_gan + w.lambda_fm * loss_fm + w.lambda_vgg * loss_vgg + w.lambda_l1 * loss_l1
         disc.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
@@ -217,7 +219,7 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
 
         # 6. Logging, samples, checkpoints (rank 0 writes; every rank takes part in the collectives).
         if step % options.log_every == 0 or step == options.max_steps:
-            terms = {"loss_g": loss_g, "g_gan": loss_gan, "g_fm": loss_fm, "g_vgg": loss_vgg,
+            terms = {"loss_g": loss_g, "g_gan": loss_gan, "g_fm": loss_fm, "g_vgg": loss_vgg, "g_l1": loss_l1,
                      "loss_d": loss_d, "d_real": loss_d_real, "d_fake": loss_d_fake}
             values = C.mean_across_ranks(dist, {k: float(v.detach()) for k, v in terms.items()})
             rate = meter.rate()
