@@ -153,6 +153,10 @@ class FlowPredictorConfig(_Config):
     # so that "each sequence encoder only focuses on learning either foreground or background motion" (Fig. 4)
     # and camera motion cannot be read off the whole frame by the foreground encoder. Training-only.
     mask_motion_inputs: bool = True
+    # two_path only: z_FG enters the flow decoder only at the bottleneck cells (1/16 of the frame) that hold a
+    # foreground pixel of the label map, z_BG everywhere; so a new z_FG moves objects, not the street, and a map
+    # without objects has no object motion. False: z = [z_FG, z_BG] is tiled over the whole bottleneck.
+    gate_z_fg: bool = True
     use_flow: bool = True  # False: Fig. 9 "w/o flow" — the decoder outputs pixels directly
 
     # image encoder on [I0, heatmaps]: a full-resolution stem, then one stride-2 stage per decoder level

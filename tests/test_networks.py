@@ -220,6 +220,37 @@ def test_two_path_masked_encoders_see_only_their_own_pixels(masked):
     assert torch.equal(a.mu_fg, b.mu_fg) == masked  # the foreground encoder sees them only without masks
 
 
+def _heatmaps_with_car_columns(width: int, car_columns: slice) -> torch.Tensor:
+    """(1, 19, H, width): road everywhere, a car (a foreground class) in ``car_columns``."""
+    ids = torch.zeros(1, H, width, dtype=torch.long)  # road
+    ids[:, :, car_columns] = NUM_BG + 2  # car
+    return torch.nn.functional.one_hot(ids, NUM_CLASSES).permute(0, 3, 1, 2).float()
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_gated_z_fg_moves_only_the_foreground(gated):
+    # gate_z_fg: z_FG reaches the decoder only at bottleneck cells with foreground, so a new z_FG leaves pixels
+    # beyond the decoder's receptive field untouched, and a map without objects does not depend on z_FG at all.
+    torch.manual_seed(0)
+    width = 256
+    model = FlowPredictor(tiny_flow_config(gate_z_fg=gated)).eval()
+    randomise_heads(model)
+    frame0 = video_for(w=width)[:, 0]
+    z_fg, z_bg = model.sample_z(1, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        enc = model.encode_image(frame0, _heatmaps_with_car_columns(width, slice(0, 16)))
+        base = model.decode(enc, z_fg, z_bg).flow_bwd  # (1, T, 2, H, W)
+        new_fg = model.decode(enc, -z_fg, z_bg).flow_bwd
+        new_bg = model.decode(enc, z_fg, -z_bg).flow_bwd
+        no_car = model.encode_image(frame0, _heatmaps_with_car_columns(width, slice(0, 0)))
+        empty_a, empty_b = model.decode(no_car, z_fg, z_bg).flow_bwd, model.decode(no_car, -z_fg, z_bg).flow_bwd
+    far = (..., slice(192, None))  # columns at least 176 px from the car
+    assert not torch.allclose(base[..., :16], new_fg[..., :16])  # the car moves differently
+    assert torch.equal(base[far], new_fg[far]) == gated  # the street far from it does not
+    assert not torch.allclose(base[far], new_bg[far])  # z_BG acts everywhere
+    assert torch.equal(empty_a, empty_b) == gated  # no objects, no object motion
+
+
 def test_semantics_none_ignores_the_label_map():
     torch.manual_seed(0)
     model = FlowPredictor(tiny_flow_config(semantics="none")).eval()
