@@ -153,10 +153,12 @@ class FlowPredictorConfig(_Config):
     # so that "each sequence encoder only focuses on learning either foreground or background motion" (Fig. 4)
     # and camera motion cannot be read off the whole frame by the foreground encoder. Training-only.
     mask_motion_inputs: bool = True
-    # two_path only: z_FG enters the flow decoder only at the bottleneck cells (1/16 of the frame) that hold a
-    # foreground pixel of the label map, z_BG everywhere; so a new z_FG moves objects, not the street, and a map
-    # without objects has no object motion. False: z = [z_FG, z_BG] is tiled over the whole bottleneck.
-    gate_z_fg: bool = True
+    # two_path only: each half of z enters the flow decoder only on its own part of the bottleneck (cells of 1/16
+    # of the frame): z_FG on cells holding any foreground pixel of the label map, z_BG in proportion to each cell's
+    # share of background. A new z_FG then moves objects and not the street, a new z_BG the street and much less
+    # the objects (section 3.3's separation, carried through to the decoder), and a map without objects has no
+    # object motion. False: z = [z_FG, z_BG] is tiled over the whole bottleneck (the paper's decoder).
+    gate_z: bool = True
     use_flow: bool = True  # False: Fig. 9 "w/o flow" — the decoder outputs pixels directly
 
     # image encoder on [I0, heatmaps]: a full-resolution stem, then one stride-2 stage per decoder level

@@ -228,27 +228,32 @@ def _heatmaps_with_car_columns(width: int, car_columns: slice) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("gated", [True, False])
-def test_gated_z_fg_moves_only_the_foreground(gated):
-    # gate_z_fg: z_FG reaches the decoder only at bottleneck cells with foreground, so a new z_FG leaves pixels
-    # beyond the decoder's receptive field untouched, and a map without objects does not depend on z_FG at all.
+def test_gated_z_halves_act_on_their_own_cells(gated):
+    # gate_z: z_FG reaches the decoder only at bottleneck cells with foreground and z_BG only at cells with
+    # background, so a new z_FG leaves pixels beyond the decoder's receptive field untouched, a map without
+    # objects does not depend on z_FG at all, and a map of nothing but objects not on z_BG.
     torch.manual_seed(0)
     width = 256
-    model = FlowPredictor(tiny_flow_config(gate_z_fg=gated)).eval()
+    model = FlowPredictor(tiny_flow_config(gate_z=gated)).eval()
     randomise_heads(model)
     frame0 = video_for(w=width)[:, 0]
     z_fg, z_bg = model.sample_z(1, generator=torch.Generator().manual_seed(0))
+
+    def flows(car_columns: slice):  # flow_bwd (1, T, 2, H, W) for z, new z_FG, new z_BG
+        enc = model.encode_image(frame0, _heatmaps_with_car_columns(width, car_columns))
+        return [model.decode(enc, a, b).flow_bwd for a, b in ((z_fg, z_bg), (-z_fg, z_bg), (z_fg, -z_bg))]
+
     with torch.inference_mode():
-        enc = model.encode_image(frame0, _heatmaps_with_car_columns(width, slice(0, 16)))
-        base = model.decode(enc, z_fg, z_bg).flow_bwd  # (1, T, 2, H, W)
-        new_fg = model.decode(enc, -z_fg, z_bg).flow_bwd
-        new_bg = model.decode(enc, z_fg, -z_bg).flow_bwd
-        no_car = model.encode_image(frame0, _heatmaps_with_car_columns(width, slice(0, 0)))
-        empty_a, empty_b = model.decode(no_car, z_fg, z_bg).flow_bwd, model.decode(no_car, -z_fg, z_bg).flow_bwd
+        base, new_fg, new_bg = flows(slice(0, 16))
+        no_car = flows(slice(0, 0))
+        all_car = flows(slice(0, width))
     far = (..., slice(192, None))  # columns at least 176 px from the car
     assert not torch.allclose(base[..., :16], new_fg[..., :16])  # the car moves differently
     assert torch.equal(base[far], new_fg[far]) == gated  # the street far from it does not
-    assert not torch.allclose(base[far], new_bg[far])  # z_BG acts everywhere
-    assert torch.equal(empty_a, empty_b) == gated  # no objects, no object motion
+    assert not torch.allclose(base[far], new_bg[far])  # z_BG moves the street
+    assert torch.equal(no_car[0], no_car[1]) == gated  # no objects, no object motion
+    assert torch.equal(all_car[0], all_car[2]) == gated  # no street, no street motion
+    assert not torch.allclose(all_car[0], all_car[1])
 
 
 def test_semantics_none_ignores_the_label_map():

@@ -15,9 +15,9 @@ convolution of z_I0. Skip connections from the image encoder work the same way: 
 its share of a level's first convolution is computed once per image (:meth:`FlowDecoder.project_skips`, cached in
 ``ImageEncoding``) and broadcast over t. Re-sampling z therefore re-runs only the cheap per-frame layers.
 
-With ``z_fg_dim`` > 0 and a foreground mask at the bottleneck (``ImageEncoding.fg_mask``), the first
-``z_fg_dim`` entries of z (z_FG) reach only the masked cells: the linear map splits as W z = W_FG z_FG + W_BG z_BG
-and the first term is multiplied by the mask. The decoder's later layers spread it by their receptive field only.
+With ``z_fg_dim`` > 0 and per-cell gates at the bottleneck (``ImageEncoding.z_gates``), the linear map splits as
+W z + b = g_FG · W_FG z_FG + g_BG · W_BG z_BG + b: each half of z reaches only the cells its gate opens (z_FG the
+foreground cells, z_BG the background ones); the decoder's later layers spread it by their receptive field only.
 
 The decoder stops at 1/2 resolution; :class:`~seg2vid.networks.flow_predictor.FlowPredictor` upsamples the
 head's output bilinearly to the frame size.
@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from .blocks import NEG_SLOPE, SpaceTimeConv, upsample_video, video_to_frames
 
 __all__ = ["FlowDecoder"]
+
+Gates = tuple[torch.Tensor, torch.Tensor]  # (g_FG, g_BG), each (B, 1, H/16, W/16) in [0, 1]
 
 
 class FlowDecoder(nn.Module):
@@ -55,7 +57,7 @@ class FlowDecoder(nn.Module):
         super().__init__()
         if not 0 <= z_fg_dim <= z_dim:
             raise ValueError(f"z_fg_dim must be in [0, {z_dim}]; got {z_fg_dim}")
-        self.z_fg_dim = z_fg_dim  # > 0: the first z_fg_dim entries of z are gated by a foreground mask
+        self.z_fg_dim = z_fg_dim  # > 0: z = [z_FG (z_fg_dim), z_BG], each half gated per cell (see module doc)
         levels = len(channels)
         # Frames per level: doubled from the bottleneck until num_frames (upsampling in time, section 4.2).
         self.time_steps = [min(num_frames, bottleneck_frames * 2**i) for i in range(levels)]
@@ -79,27 +81,28 @@ class FlowDecoder(nn.Module):
         return tuple(proj(f) for proj, f in zip(self.skip_proj, reversed(features)))
 
     def forward(
-        self, skips: tuple[torch.Tensor, ...], z: torch.Tensor, fg_mask: torch.Tensor | None = None
+        self, skips: tuple[torch.Tensor, ...], z: torch.Tensor, z_gates: Gates | None = None
     ) -> torch.Tensor:
-        return self.head(video_to_frames(self.features(skips, z, fg_mask)))  # (B·T, out_channels, H/2, W/2)
+        return self.head(video_to_frames(self.features(skips, z, z_gates)))  # (B·T, out_channels, H/2, W/2)
 
-    def bottleneck_z(self, z: torch.Tensor, fg_mask: torch.Tensor | None) -> torch.Tensor:
-        """z (B, |z|) → its share of the first convolution, (B, C0, T0, 1, 1), or (B, C0, T0, H/16, W/16) when
-        z_FG is gated by ``fg_mask`` (B, 1, H/16, W/16) in [0, 1]."""
+    def bottleneck_z(self, z: torch.Tensor, z_gates: Gates | None) -> torch.Tensor:
+        """z (B, |z|) → its share of the first convolution: (B, C0, T0, 1, 1), or (B, C0, T0, H/16, W/16) with
+        ``z_gates`` = (g_FG, g_BG), each (B, 1, H/16, W/16) in [0, 1]."""
         b, shape = z.shape[0], (z.shape[0], self.channels[0], self.time_steps[0], 1, 1)
-        if fg_mask is None or self.z_fg_dim == 0:
+        if z_gates is None or self.z_fg_dim == 0:
             return self.z_to_bottleneck(z).view(shape)
         w_fg, w_bg = self.z_to_bottleneck.weight.split([self.z_fg_dim, z.shape[1] - self.z_fg_dim], dim=1)
         from_fg = F.linear(z[:, : self.z_fg_dim], w_fg).view(shape)  # W_FG z_FG
-        from_bg = F.linear(z[:, self.z_fg_dim :], w_bg, self.z_to_bottleneck.bias).view(shape)  # W_BG z_BG + b
-        return from_bg + from_fg * fg_mask.view(b, 1, 1, *fg_mask.shape[-2:])
+        from_bg = F.linear(z[:, self.z_fg_dim :], w_bg).view(shape)  # W_BG z_BG
+        g_fg, g_bg = (g.view(b, 1, 1, *g.shape[-2:]) for g in z_gates)
+        return g_fg * from_fg + g_bg * from_bg + self.z_to_bottleneck.bias.view(1, *shape[1:3], 1, 1)
 
     def features(
-        self, skips: tuple[torch.Tensor, ...], z: torch.Tensor, fg_mask: torch.Tensor | None = None
+        self, skips: tuple[torch.Tensor, ...], z: torch.Tensor, z_gates: Gates | None = None
     ) -> torch.Tensor:
         """The finest level's features (B, C, T, H/2, W/2), before the head."""
         # Level 0: [tiled z, z_I0] → first convolution (see module docstring).
-        z_map = self.bottleneck_z(z, fg_mask)  # (B, C0, T0, 1 or H/16, 1 or W/16)
+        z_map = self.bottleneck_z(z, z_gates)  # (B, C0, T0, 1 or H/16, 1 or W/16)
         h = F.leaky_relu(z_map + skips[0].unsqueeze(2), NEG_SLOPE)  # (B, C0, T0, H/16, W/16)
         h = self.level_out[0](h.contiguous(memory_format=torch.channels_last_3d))
         for i in range(1, len(self.channels)):

@@ -10,7 +10,7 @@ Parts, one module each:
   ``"none"`` (V only; the image encoder then sees I0 alone); with ``mask_motion_inputs`` each two-path encoder
   sees the video only on its own (foreground or background) pixels of frame 0;
 * :class:`~seg2vid.networks.flow_decoder.FlowDecoder` — (z, z_I0, skips) → W^f, W^b, O^f, O^b at 1/2 resolution;
-  with ``gate_z_fg`` (two_path) z_FG reaches it only where frame 0 has foreground, z_BG everywhere;
+  with ``gate_z`` (two_path) z_FG reaches it only where frame 0 has foreground, z_BG where it has background;
 * :class:`~seg2vid.networks.refiner.Refiner` — the U-Net P of Eq. 2.
 
 What is sampled: at inference z = [z_FG, z_BG] ~ N(0, I) (:meth:`FlowPredictor.sample_z`); the posterior
@@ -49,7 +49,9 @@ class ImageEncoding:
 
     frame0: torch.Tensor  # (B, 3, H, W) in [-1, 1]
     skips: tuple[torch.Tensor, ...]  # per decoder level, coarse → fine: (B, C_i, H_i, W_i); skips[0] carries z_I0
-    fg_mask: torch.Tensor | None = None  # (B, 1, H/16, W/16): bottleneck cells holding foreground (gate_z_fg)
+    # gate_z: per bottleneck cell (B, 1, H/16, W/16), how much z_FG (any foreground pixel: 1) and z_BG (its share
+    # of background pixels) reach it
+    z_gates: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -64,7 +66,7 @@ class ImageEncoding:
         return ImageEncoding(
             frame0=self.frame0.expand(batch_size, -1, -1, -1),
             skips=tuple(s.expand(batch_size, -1, -1, -1) for s in self.skips),
-            fg_mask=None if self.fg_mask is None else self.fg_mask.expand(batch_size, -1, -1, -1),
+            z_gates=None if self.z_gates is None else tuple(g.expand(batch_size, -1, -1, -1) for g in self.z_gates),
         )
 
 
@@ -145,7 +147,7 @@ class FlowPredictor(nn.Module):
             bottleneck_frames=c.bottleneck_frames,
             full_3d_levels=c.decoder_full_3d_levels,
             out_channels=6 if c.use_flow else 3,
-            z_fg_dim=c.z_fg_dim if self.gates_z_fg else 0,
+            z_fg_dim=c.z_fg_dim if self.gates_z else 0,
         )
         self.refiner = Refiner(3 + 1 + (3 if c.refiner_uses_first_frame else 0), c.refiner_channels)
 
@@ -166,9 +168,9 @@ class FlowPredictor(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
-    def gates_z_fg(self) -> bool:
-        """Whether z_FG acts only on the foreground cells of the decoder's bottleneck (config ``gate_z_fg``)."""
-        return self.config.gate_z_fg and self.config.semantics == "two_path"
+    def gates_z(self) -> bool:
+        """Whether z_FG and z_BG act only on their own cells of the decoder's bottleneck (config ``gate_z``)."""
+        return self.config.gate_z and self.config.semantics == "two_path"
 
     @property
     def size_multiple(self) -> int:
@@ -202,11 +204,13 @@ class FlowPredictor(nn.Module):
         x = frame0 if self.config.semantics == "none" else torch.cat([frame0, heatmaps.to(frame0.dtype)], dim=1)
         features = self.image_encoder(x)  # fine → coarse; the last is z_I0
         skips = self.flow_decoder.project_skips(features)
-        fg_mask = None
-        if self.gates_z_fg:  # a bottleneck cell is foreground if any of its pixels is
-            fg = split_fg_bg(heatmaps.to(frame0.dtype))[0].sum(1, keepdim=True)  # (B, 1, H, W)
-            fg_mask = F.adaptive_max_pool2d(fg, skips[0].shape[-2:]).clamp(0, 1)  # (B, 1, H/16, W/16)
-        return ImageEncoding(frame0=frame0, skips=skips, fg_mask=fg_mask)
+        z_gates = None
+        if self.gates_z:
+            fg = split_fg_bg(heatmaps.to(frame0.dtype))[0].sum(1, keepdim=True).clamp(0, 1)  # (B, 1, H, W)
+            cells = skips[0].shape[-2:]
+            z_gates = (F.adaptive_max_pool2d(fg, cells),  # z_FG: any foreground pixel opens a cell
+                       1 - F.adaptive_avg_pool2d(fg, cells))  # z_BG: in proportion to the background share
+        return ImageEncoding(frame0=frame0, skips=skips, z_gates=z_gates)
 
     def encode_motion(self, video: torch.Tensor, heatmaps: torch.Tensor | None) -> MotionPosterior:
         """Q(z | V, I0): video (B, T+1, 3, H, W) in [-1, 1], frame 0 first; heatmaps (B, 19, H, W) of frame 0."""
@@ -273,7 +277,7 @@ class FlowPredictor(nn.Module):
         # 1. Flow decoder at 1/2 resolution: tanh-bounded flows and sigmoid occlusions (or tanh pixels), then
         #    bilinear upsampling to the frame size.
         z = torch.cat([z_fg, z_bg], dim=1).to(enc.frame0.dtype)  # (B, |z|)
-        raw = self.flow_decoder(enc.skips, z, enc.fg_mask).contiguous()  # (B·T, 6 or 3, H/2, W/2)
+        raw = self.flow_decoder(enc.skips, z, enc.z_gates).contiguous()  # (B·T, 6 or 3, H/2, W/2)
         if self.config.use_flow:
             half = torch.cat([torch.tanh(raw[:, 0:4]), torch.sigmoid(raw[:, 4:6])], dim=1)
         else:
