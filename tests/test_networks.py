@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seg2vid.config import DiscriminatorConfig, FlowPredictorConfig, ImageGeneratorConfig
-from seg2vid.labels import NUM_BG, NUM_CLASSES, split_fg_bg
+from seg2vid.labels import NAME_TO_ID, NUM_BG, NUM_CLASSES, one_hot, split_fg_bg
 from seg2vid.networks import (
     FlowPrediction,
     FlowPredictor,
@@ -222,9 +222,9 @@ def test_two_path_masked_encoders_see_only_their_own_pixels(masked):
 
 def _heatmaps_with_car_columns(width: int, car_columns: slice) -> torch.Tensor:
     """(1, 19, H, width): road everywhere, a car (a foreground class) in ``car_columns``."""
-    ids = torch.zeros(1, H, width, dtype=torch.long)  # road
-    ids[:, :, car_columns] = NUM_BG + 2  # car
-    return torch.nn.functional.one_hot(ids, NUM_CLASSES).permute(0, 3, 1, 2).float()
+    ids = torch.full((1, H, width), NAME_TO_ID["road"])
+    ids[:, :, car_columns] = NAME_TO_ID["car"]
+    return one_hot(ids)
 
 
 @pytest.mark.parametrize("gated", [True, False])

@@ -15,7 +15,7 @@ convolution of z_I0. Skip connections from the image encoder work the same way: 
 its share of a level's first convolution is computed once per image (:meth:`FlowDecoder.project_skips`, cached in
 ``ImageEncoding``) and broadcast over t. Re-sampling z therefore re-runs only the cheap per-frame layers.
 
-With ``z_fg_dim`` > 0 and per-cell gates at the bottleneck (``ImageEncoding.z_gates``), the linear map splits as
+Given per-cell gates at the bottleneck (``ImageEncoding.z_gates``), the linear map splits as
 W z + b = g_FG · W_FG z_FG + g_BG · W_BG z_BG + b: each half of z reaches only the cells its gate opens (z_FG the
 foreground cells, z_BG the background ones); the decoder's later layers spread it by their receptive field only.
 
@@ -52,12 +52,12 @@ class FlowDecoder(nn.Module):
         bottleneck_frames: int,
         full_3d_levels: int,
         out_channels: int,
-        z_fg_dim: int = 0,
+        z_fg_dim: int,
     ):
         super().__init__()
-        if not 0 <= z_fg_dim <= z_dim:
-            raise ValueError(f"z_fg_dim must be in [0, {z_dim}]; got {z_fg_dim}")
-        self.z_fg_dim = z_fg_dim  # > 0: z = [z_FG (z_fg_dim), z_BG], each half gated per cell (see module doc)
+        if not 0 < z_fg_dim < z_dim:
+            raise ValueError(f"z_fg_dim must be in (0, {z_dim}); got {z_fg_dim}")
+        self.z_fg_dim = z_fg_dim  # z = [z_FG (z_fg_dim), z_BG]; gates split it there (see module doc)
         levels = len(channels)
         # Frames per level: doubled from the bottleneck until num_frames (upsampling in time, section 4.2).
         self.time_steps = [min(num_frames, bottleneck_frames * 2**i) for i in range(levels)]
@@ -83,13 +83,14 @@ class FlowDecoder(nn.Module):
     def forward(
         self, skips: tuple[torch.Tensor, ...], z: torch.Tensor, z_gates: Gates | None = None
     ) -> torch.Tensor:
-        return self.head(video_to_frames(self.features(skips, z, z_gates)))  # (B·T, out_channels, H/2, W/2)
+        """(B·T, out_channels, H/2, W/2); ``z_gates`` as in :meth:`bottleneck_z`."""
+        return self.head(video_to_frames(self.features(skips, z, z_gates)))
 
     def bottleneck_z(self, z: torch.Tensor, z_gates: Gates | None) -> torch.Tensor:
         """z (B, |z|) → its share of the first convolution: (B, C0, T0, 1, 1), or (B, C0, T0, H/16, W/16) with
         ``z_gates`` = (g_FG, g_BG), each (B, 1, H/16, W/16) in [0, 1]."""
         b, shape = z.shape[0], (z.shape[0], self.channels[0], self.time_steps[0], 1, 1)
-        if z_gates is None or self.z_fg_dim == 0:
+        if z_gates is None:
             return self.z_to_bottleneck(z).view(shape)
         w_fg, w_bg = self.z_to_bottleneck.weight.split([self.z_fg_dim, z.shape[1] - self.z_fg_dim], dim=1)
         from_fg = F.linear(z[:, : self.z_fg_dim], w_fg).view(shape)  # W_FG z_FG

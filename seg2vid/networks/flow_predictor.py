@@ -147,7 +147,7 @@ class FlowPredictor(nn.Module):
             bottleneck_frames=c.bottleneck_frames,
             full_3d_levels=c.decoder_full_3d_levels,
             out_channels=6 if c.use_flow else 3,
-            z_fg_dim=c.z_fg_dim if self.gates_z else 0,
+            z_fg_dim=c.z_fg_dim,
         )
         self.refiner = Refiner(3 + 1 + (3 if c.refiner_uses_first_frame else 0), c.refiner_channels)
 
