@@ -116,6 +116,10 @@ class ImageGeneratorConfig(_Config):
     num_res_blocks: int = 6
     max_channels: int = 128  # cap on the width (the bottleneck width when base · 2**num_downsample exceeds it)
     appearance_dim: int = 0  # optional appearance code modulating the bottleneck (AdaIN-style); 0 = off
+    # SPADE-style label modulation of every upsampling level (Park et al. 2019): the label map scales and shifts
+    # the normalised features at each resolution, so thin classes need not survive the bottleneck. False = the
+    # plain pix2pixHD global generator.
+    label_modulation: bool = True
     image_size: tuple[int, int] = (128, 256)  # training resolution (H, W); the network is fully convolutional
 
     def validate(self) -> None:

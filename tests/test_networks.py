@@ -153,6 +153,39 @@ def test_image_generator_appearance_code():
         ImageGenerator(tiny_generator_config())(heat, torch.randn(1, 5))
 
 
+def test_label_modulation_starts_as_identity_and_acts_per_pixel():
+    from seg2vid.networks.image_generator import LabelModulation
+
+    torch.manual_seed(0)
+    mod = LabelModulation(NUM_CLASSES, 6)
+    h, heat = torch.randn(1, 6, H // 2, W // 2), heatmaps_for()
+    assert torch.equal(mod(h, heat), h)  # zero-initialised: a fresh generator is the plain pix2pixHD one
+    with torch.no_grad():
+        mod.to_gamma_beta.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    # Relabel one 8×8 block of the input: the modulated features change there (and within the 3×3 + 3×3
+    # receptive field at half resolution) and nowhere else.
+    ids = heat.argmax(1)
+    relabelled = ids.clone()
+    relabelled[:, 8:16, 8:16] = (ids[:, 8:16, 8:16] + 1) % NUM_CLASSES
+    heat2 = torch.nn.functional.one_hot(relabelled, NUM_CLASSES).permute(0, 3, 1, 2).float()
+    diff = (mod(h, heat) - mod(h, heat2)).abs().sum(1)[0]  # (H/2, W/2)
+    assert diff[4:8, 4:8].min() > 0
+    outside = torch.ones_like(diff, dtype=torch.bool)
+    outside[2:10, 2:10] = False
+    assert diff[outside].max() == 0
+
+
+def test_image_generator_without_label_modulation_is_plain_pix2pixhd():
+    with_mod = ImageGenerator(tiny_generator_config())
+    plain = ImageGenerator(tiny_generator_config(label_modulation=False))
+    extra = set(with_mod.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("modulate.") for k in extra)
+    assert set(plain.state_dict()) <= set(with_mod.state_dict())
+    plain.load_state_dict({k: v for k, v in with_mod.state_dict().items() if k in plain.state_dict()})
+    heat = heatmaps_for()
+    torch.testing.assert_close(with_mod(heat), plain(heat))  # identical until the modulation is trained
+
+
 def test_multiscale_discriminator_outputs():
     cfg = DiscriminatorConfig(base_channels=4, num_layers=3, num_scales=3)
     disc = MultiscaleDiscriminator(cfg)

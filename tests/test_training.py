@@ -141,6 +141,27 @@ def test_export_loads_in_pipeline_and_generates_video(runs):
         assert_same_tensors(load_file(again / sub / "model.safetensors"), load_file(folder / sub / "model.safetensors"))
 
 
+def test_export_refuses_weights_its_options_do_not_describe(runs, tmp_path, capsys):
+    """A run whose stored model options no longer describe its weights: a one-line error, no traceback."""
+    import shutil
+
+    _, out = runs
+    run_dir = tmp_path / "mismatch"
+    shutil.copytree(out["image"][1], run_dir)
+    path = run_dir / "checkpoints" / f"step-{STEPS:08d}.pt"
+    state = C.load_checkpoint(path)
+    options = json.loads(state["options"])
+    options["model"]["label_modulation"] = not options["model"]["label_modulation"]
+    state["options"] = json.dumps(options)
+    torch.save(state, path)
+    with pytest.raises(SystemExit) as e:
+        export.main(["--image-run", str(run_dir), "--out", str(tmp_path / "export")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not match the ImageGenerator" in err and "Traceback" not in err
+    assert not (tmp_path / "export" / "image_generator").exists()
+
+
 def test_init_from_export_starts_from_its_weights(runs, tmp_path, monkeypatch, capsys):
     root, _ = runs
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))  # no VGG weights can be found

@@ -63,7 +63,12 @@ def load_run(run_dir, use_ema: bool = True) -> tuple[nn.Module, dict]:
     model_class = _model_class(class_name)
     model = model_class(model_class.config_class.from_dict(options["model"]))
     ema = use_ema and "model_ema" in state
-    model.load_state_dict(state["model_ema" if ema else "model"])
+    try:
+        model.load_state_dict(state["model_ema" if ema else "model"])
+    except RuntimeError as e:  # weights from a different architecture than its own stored options describe
+        detail = str(e).strip().splitlines()
+        raise ValueError(f"{path} does not match the {class_name} its options describe: "
+                         f"{' '.join(line.strip() for line in detail[1:3])}") from None
     metadata = {
         "run": run.root.name,
         "checkpoint": path.name,

@@ -7,7 +7,8 @@ A pix2pixHD *global generator* (Wang et al., CVPR 2018) scaled down for CPU infe
       → num_downsample × [3×3 conv stride 2, IN, ReLU]        (widths ×2 per step, capped at max_channels)
       → [appearance modulation, if appearance_dim > 0]
       → num_res_blocks × residual block                       (at 1 / 2**num_downsample)
-      → num_downsample × [nearest ×2, 3×3 conv, IN, ReLU]     (upsample + conv: no checkerboard artefacts)
+      → num_downsample × [nearest ×2, 3×3 conv, IN, ReLU,    (upsample + conv: no checkerboard artefacts)
+                          label modulation]                   (SPADE-style, if label_modulation)
       → 7×7 conv → tanh                                      (B, 3, H, W) in [-1, 1]
 """
 
@@ -20,7 +21,27 @@ import torch.nn.functional as F
 from ..config import ImageGeneratorConfig
 from .blocks import ConvAct, ResidualBlock, check_image
 
-__all__ = ["ImageGenerator"]
+__all__ = ["ImageGenerator", "LabelModulation"]
+
+
+class LabelModulation(nn.Module):
+    """SPADE-style modulation (Park et al., CVPR 2019): ``h · (1 + γ(m)) + β(m)`` with γ, β predicted per pixel from
+    the label heatmaps ``m`` resized (nearest) to ``h``'s resolution by a 3×3 conv, ReLU, 3×3 conv.
+
+    h (B, C, h, w), heatmaps (B, K, H, W) → (B, C, h, w). The last conv starts at zero: the identity.
+    """
+
+    def __init__(self, num_classes: int, channels: int):
+        super().__init__()
+        self.shared = nn.Sequential(nn.Conv2d(num_classes, channels, 3, 1, 1), nn.ReLU(inplace=True))
+        self.to_gamma_beta = nn.Conv2d(channels, 2 * channels, 3, 1, 1)
+        nn.init.zeros_(self.to_gamma_beta.weight)
+        nn.init.zeros_(self.to_gamma_beta.bias)
+
+    def forward(self, h: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
+        m = F.interpolate(heatmaps, size=h.shape[-2:], mode="nearest")  # (B, K, h, w)
+        gamma, beta = self.to_gamma_beta(self.shared(m)).chunk(2, dim=1)  # (B, C, h, w) each
+        return h * (1 + gamma) + beta
 
 
 class ImageGenerator(nn.Module):
@@ -51,6 +72,10 @@ class ImageGenerator(nn.Module):
         self.up = nn.ModuleList(
             ConvAct(widths[i + 1], widths[i], norm=True, relu="relu") for i in reversed(range(config.num_downsample))
         )
+        self.modulate = (
+            nn.ModuleList(LabelModulation(config.num_classes, widths[i]) for i in reversed(range(config.num_downsample)))
+            if config.label_modulation else None
+        )
         self.to_rgb = nn.Conv2d(widths[0], 3, 7, 1, 3)
 
     @property
@@ -77,6 +102,8 @@ class ImageGenerator(nn.Module):
             gamma, beta = self.appearance(appearance).view(b, -1, 1, 1).chunk(2, dim=1)
             h = h * (1 + gamma) + beta
         h = self.res_blocks(h)
-        for up in self.up:
-            h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        for i, up in enumerate(self.up):
+            h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B, C_i, 2h, 2w)
+            if self.modulate is not None:
+                h = self.modulate[i](h, x)
         return torch.tanh(self.to_rgb(h)).contiguous()  # (B, 3, H, W)
