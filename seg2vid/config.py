@@ -179,6 +179,12 @@ class FlowPredictorConfig(_Config):
     # refiner P (Eq. 2): a U-Net on [warped frame, occlusion] predicting a residual
     refiner_channels: tuple[int, ...] = (12, 24, 48)  # at 1/2, 1/4, 1/8 (full resolution by pixel (un)shuffle)
     refiner_uses_first_frame: bool = False  # also feed I0 to the refiner
+    # The distribution sample_z draws from. False: N(0, I), the paper's prior. True: a Gaussian N(m, L Lᵀ) fitted
+    # after training to the aggregate posterior of the training clips (``training/fit_prior.py``; ex-post density
+    # estimation, Ghosh et al., ICLR 2020), stored as the buffers prior_{mean,scale}_{fg,bg}. A cVAE trained with a
+    # weak KL term leaves the aggregate posterior far from N(0, I) — whole motion modes (a camera standing still)
+    # sit where N(0, I) never samples — and the fitted prior samples them again.
+    fitted_prior: bool = False
 
     def validate(self) -> None:
         _positive(self, "num_frames", "image_size", "z_fg_dim", "z_bg_dim", "encoder_stem_channels")

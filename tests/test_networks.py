@@ -509,3 +509,66 @@ def test_upsample_video_is_trilinear():
     for size in [(4, 8, 12), (2, 8, 12), (4, 4, 6)]:
         ref = torch.nn.functional.interpolate(v, size=size, mode="trilinear", align_corners=False)
         assert torch.allclose(upsample_video(v, size), ref, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ fitted prior
+def test_aggregate_posterior_gaussian_has_the_mixtures_moments():
+    from seg2vid.networks.flow_predictor import aggregate_posterior_gaussian
+
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(400, 3, generator=g) * torch.tensor([3.0, 0.5, 1.0]) + torch.tensor([1.0, -2.0, 0.0])
+    mu[:, 2] += 0.8 * mu[:, 0]  # correlated dimensions
+    logvar = torch.randn(400, 3, generator=g) * 0.3 - 0.5
+    mean, scale = aggregate_posterior_gaussian(mu, logvar)
+    assert torch.equal(scale, torch.tril(scale))
+    # Draw from the mixture itself: one sample per component, many rounds.
+    draws = mu.repeat(500, 1) + (0.5 * logvar.repeat(500, 1)).exp() * torch.randn(200_000, 3, generator=g)
+    torch.testing.assert_close(mean, draws.mean(0), atol=0.03, rtol=0)
+    torch.testing.assert_close(scale @ scale.T, torch.cov(draws.T), atol=0.08, rtol=0.02)
+    with pytest.raises(ValueError, match="N ≥ 2"):
+        aggregate_posterior_gaussian(mu[:1], logvar[:1])
+
+
+def test_fitted_prior_maps_the_same_noise_through_its_gaussian():
+    torch.manual_seed(0)
+    plain = FlowPredictor(tiny_flow_config())
+    fitted = FlowPredictor(tiny_flow_config(fitted_prior=True))
+    fitted.load_state_dict(plain.state_dict(), strict=False)
+    d_fg, d_bg = fitted.config.z_fg_dim, fitted.config.z_bg_dim
+    # Untouched, the fitted prior is N(0, I): identical draws.
+    same_seed = (plain.sample_z(3, torch.Generator().manual_seed(5)), fitted.sample_z(3, torch.Generator().manual_seed(5)))
+    for a, b in zip(*same_seed):
+        assert torch.equal(a, b)
+    g = torch.Generator().manual_seed(1)
+    means = torch.randn(d_fg, generator=g), torch.randn(d_bg, generator=g) + 4
+    scales = [torch.tril(torch.randn(d, d, generator=g)) + 2 * torch.eye(d) for d in (d_fg, d_bg)]
+    fitted.set_prior(means[0], scales[0], means[1], scales[1])
+    eps = plain.sample_z(3, torch.Generator().manual_seed(5))
+    z = fitted.sample_z(3, torch.Generator().manual_seed(5))
+    for e, zz, m, s in zip(eps, z, means, scales):
+        torch.testing.assert_close(zz, m + e @ s.T)
+    many = fitted.sample_z(40_000, torch.Generator().manual_seed(6))[1]
+    torch.testing.assert_close(many.mean(0), means[1], atol=0.1, rtol=0)
+    torch.testing.assert_close(torch.cov(many.T), scales[1] @ scales[1].T, atol=0.3, rtol=0.05)
+    # What decode sees: a new prior changes the video drawn for a seed.
+    heat = heatmaps_for()
+    randomise_heads(plain)
+    randomise_heads(fitted)
+    enc = fitted.encode_image(video_for()[:, 0], heat)
+    assert not torch.allclose(fitted.decode(enc, z[0][:1], z[1][:1]).flow_bwd,
+                              fitted.decode(enc, eps[0][:1], eps[1][:1]).flow_bwd)
+
+
+def test_set_prior_refuses_what_it_cannot_store():
+    plain = FlowPredictor(tiny_flow_config())
+    d_fg, d_bg = plain.config.z_fg_dim, plain.config.z_bg_dim
+    good = (torch.zeros(d_fg), torch.eye(d_fg), torch.zeros(d_bg), torch.eye(d_bg))
+    with pytest.raises(ValueError, match="fitted_prior=True"):
+        plain.set_prior(*good)
+    fitted = FlowPredictor(tiny_flow_config(fitted_prior=True))
+    with pytest.raises(ValueError, match="z_bg prior needs"):
+        fitted.set_prior(good[0], good[1], torch.zeros(d_bg + 1), good[3])
+    with pytest.raises(ValueError, match="non-finite"):
+        fitted.set_prior(good[0], good[1] * float("nan"), good[2], good[3])
+    assert set(fitted.state_dict()) - set(plain.state_dict()) == {
+        "prior_mean_fg", "prior_scale_fg", "prior_mean_bg", "prior_scale_bg"}

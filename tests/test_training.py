@@ -162,6 +162,69 @@ def test_export_refuses_weights_its_options_do_not_describe(runs, tmp_path, caps
     assert not (tmp_path / "export" / "image_generator").exists()
 
 
+def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, capsys):
+    import shutil
+
+    from seg2vid import Seg2VidPipeline
+    from seg2vid.networks.flow_predictor import aggregate_posterior_gaussian
+    from training import fit_prior
+
+    root, _ = runs
+    folder = tmp_path / "pipeline"
+    shutil.copytree(root / "export", folder)
+    before = export.load_stage_weights(folder, train_video.FlowPredictor)
+    assert before.config.fitted_prior is False
+    out = fit_prior.main(["--checkpoint", str(folder), "--data", "synthcity", "--clips", "6", "--batch-size", "4",
+                          "--no-progress"])
+    assert out == folder / "flow_predictor" and "z_bg" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == ["flow_predictor", "image_generator"]  # no temp folders left
+    after = export.load_stage_weights(folder, train_video.FlowPredictor)
+    assert after.config.fitted_prior is True
+    config = json.loads((out / "config.json").read_text())
+    assert config["metadata"]["prior"] == {"data": "synthcity", "clips": 6}
+    # Every network weight is unchanged; the prior has the moments of the six clips' posteriors.
+    for k, v in before.state_dict().items():
+        assert torch.equal(after.state_dict()[k], v), k
+    options = C.TrainOptions(data="synthcity", image_size=tuple(before.config.image_size))
+    clips = C.build_clip_dataset(options, "train", before.config.num_frames + 1, num_clips=6)
+    batch = C.fixed_batch(clips, 6)
+    with torch.no_grad():
+        q = before.encode_motion(batch["video"], batch["heatmaps"])
+    for half, mu, logvar in (("fg", q.mu_fg, q.logvar_fg), ("bg", q.mu_bg, q.logvar_bg)):
+        mean, scale = aggregate_posterior_gaussian(mu, logvar)
+        torch.testing.assert_close(getattr(after, f"prior_mean_{half}"), mean, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(getattr(after, f"prior_scale_{half}"), scale, atol=1e-5, rtol=1e-4)
+    # The pipeline draws seed 3's codes through the fitted Gaussian.
+    pipe = Seg2VidPipeline.from_pretrained(folder)
+    eps_fg, eps_bg = before.sample_z(1, torch.Generator().manual_seed(3))
+    z_fg, z_bg = pipe.sample_z(3)
+    torch.testing.assert_close(z_bg, after.prior_mean_bg + eps_bg @ after.prior_scale_bg.T)
+    assert not torch.allclose(z_fg, eps_fg)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clips", "1"], "--clips must be at least 2"),
+    (["--data", "elsewhere:x"], "data"),
+    (["--checkpoint", "IMAGE"], "not a FlowPredictor"),
+    (["--checkpoint", "MISSING"], "MISSING"),
+])
+def test_fit_prior_rejects_bad_arguments(runs, tmp_path, capsys, args, message):
+    from training import fit_prior
+
+    root, _ = runs
+    given = {"--checkpoint": str(root / "export"), "--data": "synthcity", "--clips": "4"}
+    for flag, value in zip(args[::2], args[1::2]):
+        given[flag] = {"IMAGE": str(root / "export" / "image_generator"),
+                       "MISSING": str(tmp_path / "MISSING")}.get(value, value)
+    with pytest.raises(SystemExit) as e:
+        fit_prior.main([x for kv in given.items() for x in kv] + ["--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    config = json.loads((root / "export" / "flow_predictor" / "config.json").read_text())["config"]
+    assert config["fitted_prior"] is False  # nothing was written
+
+
 def test_init_from_export_starts_from_its_weights(runs, tmp_path, monkeypatch, capsys):
     root, _ = runs
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))  # no VGG weights can be found

@@ -13,8 +13,10 @@ Parts, one module each:
   with ``gate_z`` (two_path) z_FG reaches it only where frame 0 has foreground, z_BG where it has background;
 * :class:`~seg2vid.networks.refiner.Refiner` — the U-Net P of Eq. 2.
 
-What is sampled: at inference z = [z_FG, z_BG] ~ N(0, I) (:meth:`FlowPredictor.sample_z`); the posterior
-Q(z | V, I0) and its mean are used only in training (:meth:`FlowPredictor.forward`).
+What is sampled: at inference z = [z_FG, z_BG] ~ N(0, I) (:meth:`FlowPredictor.sample_z`), or, with
+``fitted_prior``, z = m + L ε, ε ~ N(0, I), a Gaussian fitted to the aggregate posterior of the training clips
+(:meth:`FlowPredictor.set_prior`, :func:`aggregate_posterior_gaussian`); the posterior Q(z | V, I0) is used only in
+training (:meth:`FlowPredictor.forward`).
 
 Conventions (DESIGN.md, :mod:`seg2vid.warp`): frames in [-1, 1]; flows in pixels (dx, dy); backward flow
 w^b_t maps frame t to frame 0, ``I_t(x) ≈ I_0(x + w^b_t(x))``; forward flow w^f_t maps frame 0 to frame t,
@@ -38,7 +40,7 @@ from .image_encoder import ImageEncoder
 from .motion_encoder import MotionEncoder
 from .refiner import Refiner
 
-__all__ = ["FlowPredictor", "FlowPrediction", "ImageEncoding", "MotionPosterior"]
+__all__ = ["FlowPredictor", "FlowPrediction", "ImageEncoding", "MotionPosterior", "aggregate_posterior_gaussian"]
 
 OCCLUSION_INIT_LOGIT = 3.0  # occlusion heads start at sigmoid(3) ≈ 0.95: "almost everything visible"
 
@@ -87,6 +89,21 @@ class MotionPosterior:
             return mu + torch.exp(0.5 * logvar) * eps
 
         return draw(self.mu_fg, self.logvar_fg), draw(self.mu_bg, self.logvar_bg)
+
+
+def aggregate_posterior_gaussian(mu: torch.Tensor, logvar: torch.Tensor, jitter: float = 1e-4):
+    """The Gaussian with the moments of the mixture (1/N) Σ_n N(mu_n, diag(exp(logvar_n))): mu, logvar (N, D) →
+    (mean (D,), scale_tril (D, D)) with mean = E[mu], cov = Cov(mu) + E[diag(exp(logvar))] (+ ``jitter`` · I).
+
+    Computed in float64; needs N ≥ 2.
+    """
+    if mu.dim() != 2 or mu.shape != logvar.shape or mu.shape[0] < 2:
+        raise ValueError(f"mu and logvar must both be (N ≥ 2, D); got {tuple(mu.shape)} and {tuple(logvar.shape)}.")
+    mu, var = mu.double(), logvar.double().exp()
+    mean = mu.mean(0)
+    centred = mu - mean
+    cov = centred.T @ centred / (mu.shape[0] - 1) + torch.diag(var.mean(0) + jitter)
+    return mean.float(), torch.linalg.cholesky(cov).float()
 
 
 @dataclass
@@ -166,6 +183,12 @@ class FlowPredictor(nn.Module):
         nn.init.zeros_(self.refiner.to_residual.weight)
         nn.init.zeros_(self.refiner.to_residual.bias)
 
+        # The fitted prior N(m, L Lᵀ) of each half of z; it starts as N(0, I) until set_prior fills it.
+        if c.fitted_prior:
+            for half, dim in (("fg", c.z_fg_dim), ("bg", c.z_bg_dim)):
+                self.register_buffer(f"prior_mean_{half}", torch.zeros(dim))
+                self.register_buffer(f"prior_scale_{half}", torch.eye(dim))  # lower-triangular L
+
     # ------------------------------------------------------------------------------------------------ helpers
     @property
     def gates_z(self) -> bool:
@@ -239,7 +262,8 @@ class FlowPredictor(nn.Module):
     def sample_z(
         self, batch_size: int, generator: torch.Generator | None = None, device=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw (z_fg (B, z_fg_dim), z_bg (B, z_bg_dim)) from the prior N(0, I) — what inference samples.
+        """Draw (z_fg (B, z_fg_dim), z_bg (B, z_bg_dim)) from the prior — what inference samples: N(0, I), or
+        the fitted N(m, L Lᵀ) with ``fitted_prior`` (the same ε, mapped through m + L ε).
 
         z_fg is drawn first, then z_bg, on ``generator``'s device (so a CPU generator gives the same z on every
         machine); the result is moved to ``device`` (default: the model's device).
@@ -251,7 +275,28 @@ class FlowPredictor(nn.Module):
         draw_on = generator.device if generator is not None else device
         z_fg = torch.randn(batch_size, self.config.z_fg_dim, generator=generator, device=draw_on)
         z_bg = torch.randn(batch_size, self.config.z_bg_dim, generator=generator, device=draw_on)
+        if self.config.fitted_prior:  # z = m + L ε
+            z_fg = self.prior_mean_fg.to(draw_on, z_fg.dtype) + z_fg @ self.prior_scale_fg.to(draw_on, z_fg.dtype).T
+            z_bg = self.prior_mean_bg.to(draw_on, z_bg.dtype) + z_bg @ self.prior_scale_bg.to(draw_on, z_bg.dtype).T
         return z_fg.to(device=device, dtype=param.dtype), z_bg.to(device=device, dtype=param.dtype)
+
+    @torch.no_grad()
+    def set_prior(self, mean_fg: torch.Tensor, scale_fg: torch.Tensor, mean_bg: torch.Tensor, scale_bg: torch.Tensor):
+        """Make sample_z draw z_FG ~ N(mean_fg, scale_fg scale_fgᵀ), z_BG likewise; scales are lower-triangular.
+
+        Needs a model built with ``fitted_prior=True``; see :func:`aggregate_posterior_gaussian`.
+        """
+        if not self.config.fitted_prior:
+            raise ValueError("this FlowPredictor samples from N(0, I); build it with fitted_prior=True to set a prior.")
+        for half, dim, mean, scale in (("fg", self.config.z_fg_dim, mean_fg, scale_fg),
+                                       ("bg", self.config.z_bg_dim, mean_bg, scale_bg)):
+            if tuple(mean.shape) != (dim,) or tuple(scale.shape) != (dim, dim):
+                raise ValueError(f"the z_{half} prior needs a mean ({dim},) and a scale ({dim}, {dim}); got "
+                                 f"{tuple(mean.shape)} and {tuple(scale.shape)}.")
+            if not (torch.isfinite(mean).all() and torch.isfinite(scale).all()):
+                raise ValueError(f"the z_{half} prior has non-finite values.")
+            getattr(self, f"prior_mean_{half}").copy_(mean)
+            getattr(self, f"prior_scale_{half}").copy_(torch.tril(scale))
 
     def decode(
         self, enc: ImageEncoding, z_fg: torch.Tensor, z_bg: torch.Tensor, motion_scale: float = 1.0

@@ -1,0 +1,151 @@
+"""Fit stage 2's sampling prior to the aggregate posterior of its training clips (after training, before shipping).
+
+    python training/fit_prior.py --checkpoint checkpoints/ --data synthcity:data/synthcity-128x256 --clips 640
+
+A cVAE samples z ~ N(0, I) at inference, but its posteriors Q(z | V, I0) are only pulled towards N(0, I) by the
+β-weighted KL term (Eq. 7). With the paper's small β the *aggregate* posterior (the mixture of the posteriors of all
+training clips) ends up far from N(0, I): on SynthCity, the codes of clips whose camera stands still lie several
+standard deviations out along one direction, so N(0, I) never samples a still camera, and a few directions carry
+most of the motion with a spread of 4–5 where N(0, I) offers 1. This script runs the motion encoders over
+``--clips`` training clips, fits one Gaussian per half of z to the mixture's moments (mean = E[mu], covariance =
+Cov(mu) + E[diag σ²]; "ex-post density estimation", Ghosh et al., ICLR 2020) and stores it in the stage folder:
+the config gets ``fitted_prior: true`` and the weights the buffers ``prior_{mean,scale}_{fg,bg}``. ``sample_z``
+then draws z = m + L ε from the same ε as before, so seeds, the app's sliders and everything downstream work
+unchanged. Nothing else in the network changes; refit after any further training.
+
+The folder is rewritten whole (into a temporary sibling, then swapped in), so an interrupted run leaves the old
+model intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from tqdm import tqdm
+
+from seg2vid.checkpoint import STAGE_FOLDERS, CheckpointError, read_stage_config, save_stage
+from seg2vid.networks.flow_predictor import FlowPredictor, aggregate_posterior_gaussian
+from training import common as C
+
+
+def stage_folder(path: Path) -> Path:
+    """The flow-predictor folder: ``path`` itself, or ``path/flow_predictor`` of a pipeline folder."""
+    sub = path / STAGE_FOLDERS["FlowPredictor"]
+    return sub if sub.is_dir() else path
+
+
+@torch.no_grad()
+def collect_posteriors(model: FlowPredictor, dataset, batch_size: int, progress: bool):
+    """Run Q(z | V, I0) over ``dataset``: (mu_fg, logvar_fg, mu_bg, logvar_bg), each (N, D)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    parts: list[list[torch.Tensor]] = [[], [], [], []]
+    for batch in tqdm(loader, desc="posteriors", unit="batch", disable=not progress):
+        q = model.encode_motion(batch["video"], batch["heatmaps"])  # (B, T+1, 3, H, W), (B, 19, H, W)
+        for store, value in zip(parts, (q.mu_fg, q.logvar_fg, q.mu_bg, q.logvar_bg)):
+            store.append(value.float())
+    return [torch.cat(p) for p in parts]
+
+
+def fit_prior(model: FlowPredictor, dataset, batch_size: int = 8, progress: bool = True) -> FlowPredictor:
+    """A copy of ``model`` with ``fitted_prior`` on and its prior fitted to the posteriors over ``dataset``."""
+    mu_fg, logvar_fg, mu_bg, logvar_bg = collect_posteriors(model.eval(), dataset, batch_size, progress)
+    config = type(model.config).from_dict({**model.config.to_dict(), "fitted_prior": True})
+    fitted = FlowPredictor(config)
+    missing, unexpected = fitted.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("prior_") for k in missing), (missing, unexpected)
+    fitted.set_prior(*aggregate_posterior_gaussian(mu_fg, logvar_fg), *aggregate_posterior_gaussian(mu_bg, logvar_bg))
+    return fitted.eval()
+
+
+def describe(model: FlowPredictor) -> str:
+    """Per half of z: the norm of the fitted mean and the standard deviations of its three widest directions."""
+    lines = []
+    for half in ("fg", "bg"):
+        scale = getattr(model, f"prior_scale_{half}")
+        stds = torch.linalg.eigvalsh(scale.double() @ scale.double().T).clamp(min=0).sqrt().flip(0)
+        mean = getattr(model, f"prior_mean_{half}")
+        lines.append(f"  z_{half} ({mean.numel()}): |mean| {float(mean.norm()):.2f}, widest std "
+                     + ", ".join(f"{float(s):.2f}" for s in stds[:3]) + f" (N(0, I): 1.00), median {float(stds.median()):.2f}")
+    return "\n".join(lines)
+
+
+def write_in_place(model: FlowPredictor, folder: Path, metadata: dict) -> None:
+    """Write the stage into a temporary sibling of ``folder``, then swap it in."""
+    tmp = folder.with_name(f".{folder.name}.fitting-{time.time_ns()}")
+    try:
+        save_stage(model, tmp, metadata)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{time.time_ns()}")
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="a pipeline folder (e.g. checkpoints/) or its flow_predictor/ stage folder")
+    p.add_argument("--data", required=True,
+                   help="the training data: synthcity | synthcity:FOLDER | cityscapes:ROOT (held-out seeds are never used)")
+    p.add_argument("--clips", type=int, default=512, help="training clips to encode (default: %(default)s)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="clips per forward pass")
+    p.add_argument("--out", type=Path, help="write the fitted stage folder here instead of updating --checkpoint")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.clips < 2:
+        parser.error(f"--clips must be at least 2; got {args.clips}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1; got {args.batch_size}")
+    if args.threads < 0:
+        parser.error(f"--threads must not be negative; got {args.threads}")
+    try:
+        C.validate_data_spec(args.data)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    source = stage_folder(args.checkpoint)
+    try:
+        class_name, _, metadata = read_stage_config(source)
+        if class_name != "FlowPredictor":
+            raise CheckpointError(f"{source} holds a {class_name}, not a FlowPredictor (stage 2).")
+        from training.export import load_stage_weights
+
+        model = load_stage_weights(source, FlowPredictor)
+        options = C.TrainOptions(data=args.data, image_size=tuple(model.config.image_size))
+        dataset = C.build_clip_dataset(options, "train", model.config.num_frames + 1, num_clips=args.clips)
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    if len(dataset) < 2:
+        parser.error(f"{args.data} has {len(dataset)} training clip(s); at least 2 are needed")
+
+    fitted = fit_prior(model, dataset, args.batch_size, args.progress)
+    metadata = {**metadata, "prior": {"data": args.data, "clips": len(dataset)}}
+    out = args.out if args.out is not None else source
+    write_in_place(fitted, out, metadata)
+    print(f"fitted the z prior of {source} on {len(dataset)} clips of {args.data} → {out}\n{describe(fitted)}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
