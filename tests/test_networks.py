@@ -536,8 +536,8 @@ def test_fitted_prior_maps_the_same_noise_through_its_gaussian():
     fitted.load_state_dict(plain.state_dict(), strict=False)
     d_fg, d_bg = fitted.config.z_fg_dim, fitted.config.z_bg_dim
     # Untouched, the fitted prior is N(0, I): identical draws.
-    same_seed = (plain.sample_z(3, torch.Generator().manual_seed(5)), fitted.sample_z(3, torch.Generator().manual_seed(5)))
-    for a, b in zip(*same_seed):
+    for a, b in zip(plain.sample_z(3, torch.Generator().manual_seed(5)),
+                    fitted.sample_z(3, torch.Generator().manual_seed(5))):
         assert torch.equal(a, b)
     g = torch.Generator().manual_seed(1)
     means = torch.randn(d_fg, generator=g), torch.randn(d_bg, generator=g) + 4

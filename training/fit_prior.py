@@ -44,13 +44,15 @@ def stage_folder(path: Path) -> Path:
 
 @torch.no_grad()
 def collect_posteriors(model: FlowPredictor, dataset, batch_size: int, progress: bool):
-    """Run Q(z | V, I0) over ``dataset``: (mu_fg, logvar_fg, mu_bg, logvar_bg), each (N, D)."""
+    """Run Q(z | V, I0) over ``dataset`` on the model's device: (mu_fg, logvar_fg, mu_bg, logvar_bg), each (N, D)."""
+    device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     parts: list[list[torch.Tensor]] = [[], [], [], []]
     for batch in tqdm(loader, desc="posteriors", unit="batch", disable=not progress):
-        q = model.encode_motion(batch["video"], batch["heatmaps"])  # (B, T+1, 3, H, W), (B, 19, H, W)
+        # video (B, T+1, 3, H, W), heatmaps (B, 19, H, W)
+        q = model.encode_motion(batch["video"].to(device), batch["heatmaps"].to(device))
         for store, value in zip(parts, (q.mu_fg, q.logvar_fg, q.mu_bg, q.logvar_bg)):
-            store.append(value.float())
+            store.append(value.float().cpu())
     return [torch.cat(p) for p in parts]
 
 
@@ -59,7 +61,7 @@ def fit_prior(model: FlowPredictor, dataset, batch_size: int = 8, progress: bool
     mu_fg, logvar_fg, mu_bg, logvar_bg = collect_posteriors(model.eval(), dataset, batch_size, progress)
     config = type(model.config).from_dict({**model.config.to_dict(), "fitted_prior": True})
     fitted = FlowPredictor(config)
-    missing, unexpected = fitted.load_state_dict(model.state_dict(), strict=False)
+    missing, unexpected = fitted.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()}, strict=False)
     assert not unexpected and all(k.startswith("prior_") for k in missing), (missing, unexpected)
     fitted.set_prior(*aggregate_posterior_gaussian(mu_fg, logvar_fg), *aggregate_posterior_gaussian(mu_bg, logvar_bg))
     return fitted.eval()
@@ -72,8 +74,9 @@ def describe(model: FlowPredictor) -> str:
         scale = getattr(model, f"prior_scale_{half}")
         stds = torch.linalg.eigvalsh(scale.double() @ scale.double().T).clamp(min=0).sqrt().flip(0)
         mean = getattr(model, f"prior_mean_{half}")
-        lines.append(f"  z_{half} ({mean.numel()}): |mean| {float(mean.norm()):.2f}, widest std "
-                     + ", ".join(f"{float(s):.2f}" for s in stds[:3]) + f" (N(0, I): 1.00), median {float(stds.median()):.2f}")
+        widest = ", ".join(f"{float(s):.2f}" for s in stds[:3])
+        lines.append(f"  z_{half} ({mean.numel()}): |mean| {float(mean.norm()):.2f}, widest std {widest} "
+                     f"(N(0, I): 1.00), median {float(stds.median()):.2f}")
     return "\n".join(lines)
 
 
@@ -95,14 +98,16 @@ def write_in_place(model: FlowPredictor, folder: Path, metadata: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True,
                    help="a pipeline folder (e.g. checkpoints/) or its flow_predictor/ stage folder")
     p.add_argument("--data", required=True,
-                   help="the training data: synthcity | synthcity:FOLDER | cityscapes:ROOT (held-out seeds are never used)")
+                   help="the training data: synthcity | synthcity:FOLDER | cityscapes:ROOT (never held-out seeds)")
     p.add_argument("--clips", type=int, default=512, help="training clips to encode (default: %(default)s)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="clips per forward pass")
     p.add_argument("--out", type=Path, help="write the fitted stage folder here instead of updating --checkpoint")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(f"--threads must not be negative; got {args.threads}")
     try:
         C.validate_data_spec(args.data)
+        device = C.resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))
     if args.threads:
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> Path:
     if len(dataset) < 2:
         parser.error(f"{args.data} has {len(dataset)} training clip(s); at least 2 are needed")
 
-    fitted = fit_prior(model, dataset, args.batch_size, args.progress)
+    fitted = fit_prior(model.to(device), dataset, args.batch_size, args.progress)
     metadata = {**metadata, "prior": {"data": args.data, "clips": len(dataset)}}
     out = args.out if args.out is not None else source
     write_in_place(fitted, out, metadata)

@@ -25,8 +25,8 @@ __all__ = ["ImageGenerator", "LabelModulation"]
 
 
 class LabelModulation(nn.Module):
-    """SPADE-style modulation (Park et al., CVPR 2019): ``h · (1 + γ(m)) + β(m)`` with γ, β predicted per pixel from
-    the label heatmaps ``m`` resized (nearest) to ``h``'s resolution by a 3×3 conv, ReLU, 3×3 conv.
+    """SPADE-style modulation (Park et al., CVPR 2019): ``h · (1 + γ(m)) + β(m)``, γ and β predicted per pixel
+    from the label heatmaps ``m`` resized (nearest) to ``h``'s resolution by a 3×3 conv, ReLU, 3×3 conv.
 
     h (B, C, h, w), heatmaps (B, K, H, W) → (B, C, h, w). The last conv starts at zero: the identity.
     """
@@ -73,7 +73,9 @@ class ImageGenerator(nn.Module):
             ConvAct(widths[i + 1], widths[i], norm=True, relu="relu") for i in reversed(range(config.num_downsample))
         )
         self.modulate = (
-            nn.ModuleList(LabelModulation(config.num_classes, widths[i]) for i in reversed(range(config.num_downsample)))
+            nn.ModuleList(
+                LabelModulation(config.num_classes, widths[i]) for i in reversed(range(config.num_downsample))
+            )
             if config.label_modulation else None
         )
         self.to_rgb = nn.Conv2d(widths[0], 3, 7, 1, 3)
