@@ -317,9 +317,10 @@ class Seg2VidPipeline:
 
         Returns float32 CPU tensors of shape (1, z_fg_dim) and (1, z_bg_dim).
         """
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        seeded_fg, seeded_bg = self.flow_predictor.sample_z(1, generator=generator, device=torch.device("cpu"))
         fg_dim, bg_dim = self.z_dims
+        if z_fg is None or z_bg is None:  # both given (the app's z scrubbing): nothing to draw
+            generator = torch.Generator(device="cpu").manual_seed(int(seed))
+            seeded_fg, seeded_bg = self.flow_predictor.sample_z(1, generator=generator, device=torch.device("cpu"))
         zf = self._as_z(z_fg, fg_dim, "z_fg") if z_fg is not None else seeded_fg.float()
         zb = self._as_z(z_bg, bg_dim, "z_bg") if z_bg is not None else seeded_bg.float()
         return zf, zb
