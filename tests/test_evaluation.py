@@ -356,6 +356,7 @@ def test_train_segmenter_saves_and_resumes(tmp_path, capsys):
     assert train_segmenter.main([*common, "--steps", "3"]) == 0
     meta = json.loads((out / "config.json").read_text())["metadata"]
     assert meta["steps"] == 3 and meta["next_train_seed"] == 2 + 3  # pool of 2 clips, then one new clip per step
+    assert meta["augment"] is True  # the default recipe augments, and says so
     assert 0 <= meta["heldout_miou"] <= 1
     first = load_segmenter(out).state_dict()
     assert "held-out mIoU" in capsys.readouterr().out
@@ -368,6 +369,23 @@ def test_train_segmenter_saves_and_resumes(tmp_path, capsys):
 
     assert train_segmenter.main([*common, "--steps", "2", "--crop", "64x64"]) == 2
     assert "must fit" in capsys.readouterr().err
+
+
+def test_segmenter_augmentation_degrades_frames_within_range():
+    from training.train_segmenter import FramePool, augment
+
+    pool = FramePool(2, (32, 64), first_seed=0)
+    for _ in range(2):
+        pool.add_clip()
+    frames, _ = pool.batch(8, (32, 64), np.random.default_rng(0))
+    out = augment(frames, np.random.default_rng(1))
+    assert out.shape == frames.shape and out.dtype == frames.dtype
+    assert out.min() >= -1.0 and out.max() <= 1.0
+    per_crop = (out - frames).abs().mean(dim=(1, 2, 3))
+    assert (per_crop > 1e-3).all()  # every crop is jittered at least photometrically …
+    assert per_crop.mean() < 0.3  # … but stays the same picture
+    assert torch.equal(out, augment(frames, np.random.default_rng(1)))  # reproducible from the generator
+    assert not torch.equal(out, augment(frames, np.random.default_rng(2)))
 
 
 def test_class_weights_favour_rare_classes():
