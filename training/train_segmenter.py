@@ -1,14 +1,15 @@
 """Train the small SynthCity segmenter used to measure the label fidelity of stage 1 (``training/evaluate.py``).
 
 Frames and labels are rendered on the fly from SynthCity training seeds (< ``HELDOUT_SEED_START``) at the
-evaluation resolution and kept in a pool that is refreshed as training goes (one new clip of two frames per
-step), so no data set has to be written to disk. Random crops and horizontal flips, and (unless ``--no-augment``)
+evaluation resolution and kept in a pool that is refreshed as training goes (one new clip of two frames per step),
+so no data set has to be written to disk. Random crops and horizontal flips, and (unless ``--no-augment``)
 photometric jitter, blur, noise and resampling, so that label fidelity is judged by layout and colour rather than
-by render-exact texture (a segmenter that has only seen clean renders mislabels slightly soft frames); cross-entropy with
-median-frequency class weights (thin and small classes cover few pixels); AdamW with a warm-up and a cosine decay. At the end the mIoU on held-out seeds (≥ ``HELDOUT_SEED_START``) is printed and
-stored in the checkpoint's metadata.
+by render-exact texture (a segmenter that has only seen clean renders mislabels slightly soft frames);
+cross-entropy with median-frequency class weights (thin and small classes cover few pixels); AdamW with a warm-up
+and a cosine decay. At the end the mIoU on held-out seeds (≥ ``HELDOUT_SEED_START``) is printed and stored in the
+checkpoint's metadata.
 
-    python training/train_segmenter.py --out checkpoints/segmenter                 # ~20–30 min on 2 CPU cores
+    python training/train_segmenter.py --out checkpoints/segmenter                 # about 1 h on one CPU core
     python training/train_segmenter.py --out checkpoints/segmenter --resume        # continue an interrupted run
 
 The output folder holds ``config.json`` + ``model.safetensors`` (``seg2vid.networks.segmenter.load_segmenter``);
