@@ -7,8 +7,8 @@
   header before any pixel is decoded: no decompression bombs), centre-crop to the model's aspect ratio, and
   resize (nearest for labels, bicubic for photos). Every failure is a ``ValueError`` a user can act on.
 * **Editing and inspection.** ``replace_class``, ``class_shares``.
-* **Scrubbing z.** ``LatentPath``: a great-circle path through the prior, so every slider position is an equally
-  likely motion code and small slider moves make small changes.
+* **Scrubbing z.** ``LatentPath``: a great-circle path through the prior about its mean, so every slider position
+  is an equally likely motion code and small slider moves make small changes.
 * **Visualisation.** ``flow_mosaic`` (colour wheel of torchvision's ``flow_to_image``), ``occlusion_mosaic``.
 * **Start-up.** ``load_app_pipeline`` (bundled model, a given checkpoint, or untrained demo weights) and
   ``share_available`` (is a share tunnel worth trying).
@@ -406,22 +406,26 @@ def class_shares(ids: np.ndarray) -> list[list]:
 
 @dataclass(frozen=True)
 class LatentPath:
-    """A great circle through the prior: ``z(s) = cos(πs/2) · start + sin(πs/2) · turn``, s ∈ [-1, 1].
+    """A great circle through the prior about its mean c, s ∈ [-1, 1]:
+    ``z(s) = c + cos(πs/2) (start − c) + sin(πs/2) (turn − c)``.
 
-    ``start`` and ``turn`` are two independent N(0, I) draws, so z(s) is N(0, I)-distributed for every s
-    (cos² + sin² = 1): each slider position is an equally plausible motion code, unlike a straight line between
-    two draws, whose middle has too small a norm. z(0) = ``start`` (the seed's own code), z(±1) = ±``turn``;
-    ‖z(s) − z(s')‖ ≤ π/2 · |s − s'| · (‖start‖ + ‖turn‖), so small slider moves make small changes.
+    ``start`` and ``turn`` are two independent draws from the prior and ``centre`` its mean (default 0). For a
+    Gaussian prior z(s) then has the prior's distribution for every s (cos² + sin² = 1): each slider position is an
+    equally plausible motion code, unlike a straight line between two draws, whose middle is too close to the mean.
+    z(0) = ``start`` (the seed's own code), z(1) = ``turn``, z(-1) = 2c − ``turn``;
+    ‖z(s) − z(s')‖ ≤ π/2 · |s − s'| · (‖start − c‖ + ‖turn − c‖), so small slider moves make small changes.
     """
 
     start: torch.Tensor  # (D,)
     turn: torch.Tensor  # (D,)
+    centre: torch.Tensor | None = None  # (D,); None = the origin, the mean of N(0, I)
 
     def __call__(self, s: float) -> torch.Tensor:
         if not math.isfinite(s):
             raise ValueError(f"The slider position must be a finite number; got {s!r}.")
         theta = 0.5 * math.pi * min(1.0, max(-1.0, float(s)))
-        return math.cos(theta) * self.start + math.sin(theta) * self.turn  # (D,)
+        c = 0.0 if self.centre is None else self.centre
+        return c + math.cos(theta) * (self.start - c) + math.sin(theta) * (self.turn - c)  # (D,)
 
 
 def companion_seed(seed: int) -> int:
@@ -430,17 +434,19 @@ def companion_seed(seed: int) -> int:
 
 
 def latent_paths(
-    sample_z: Callable[[int], tuple[torch.Tensor, torch.Tensor]], seed: int
+    sample_z: Callable[[int], tuple[torch.Tensor, torch.Tensor]], seed: int, centre=None
 ) -> tuple[LatentPath, LatentPath]:
     """The foreground and background paths of ``seed``: start = the seed's own (z_fg, z_bg), turn = a second draw.
 
     ``sample_z(seed) -> (z_fg (1, D_fg) or (D_fg,), z_bg (1, D_bg) or (D_bg,))`` — e.g. ``pipe.sample_z``, so that
-    both sliders at 0 give exactly ``pipe(label_map, seed=seed)``.
+    both sliders at 0 give exactly ``pipe(label_map, seed=seed)``. ``centre``: the prior's mean (c_fg, c_bg), e.g.
+    ``pipe.flow_predictor.prior_mean()``; None = N(0, I)'s origin.
     """
     fg0, bg0 = sample_z(int(seed))
     fg1, bg1 = sample_z(companion_seed(seed))
     flat = lambda z: torch.as_tensor(z, dtype=torch.float32).detach().reshape(-1).cpu()
-    return LatentPath(flat(fg0), flat(fg1)), LatentPath(flat(bg0), flat(bg1))
+    c_fg, c_bg = (None, None) if centre is None else (flat(centre[0]), flat(centre[1]))
+    return LatentPath(flat(fg0), flat(fg1), c_fg), LatentPath(flat(bg0), flat(bg1), c_bg)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -185,11 +185,22 @@ class FlowPredictorConfig(_Config):
     # weak KL term leaves the aggregate posterior far from N(0, I) — whole motion modes (a camera standing still)
     # sit where N(0, I) never samples — and the fitted prior samples them again.
     fitted_prior: bool = False
+    # With fitted_prior, the form of the fitted distribution. 0: the one Gaussian above. N > 0: the aggregate
+    # posterior itself, the mixture (1/N) Σ_n N(mu_n, diag σ_n²) of N training clips' posteriors, stored as the
+    # buffers prior_{means,stds}_{fg,bg} (N, D). A Gaussian cannot hold SynthCity's motion modes apart (one clip in
+    # five has a still camera; the Gaussian blends it into slow driving); the mixture samples each as often as the
+    # training clips show it.
+    prior_components: int = 0
 
     def validate(self) -> None:
         _positive(self, "num_frames", "image_size", "z_fg_dim", "z_bg_dim", "encoder_stem_channels")
         _positive(self, "encoder_channels", "motion_channels", "decoder_channels", "refiner_channels")
         _positive(self, "motion_pool_size", "bottleneck_frames", "max_flow")
+        _non_negative(self, "prior_components")
+        if self.prior_components and not self.fitted_prior:
+            raise ValueError(
+                f"FlowPredictorConfig: prior_components ({self.prior_components}) needs fitted_prior: true."
+            )
         if self.semantics not in SEMANTICS:
             raise ValueError(f"FlowPredictorConfig: semantics must be one of {SEMANTICS}; got {self.semantics!r}.")
         if len(self.encoder_channels) != len(self.decoder_channels):

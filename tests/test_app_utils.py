@@ -326,6 +326,21 @@ def test_latent_path_is_a_smooth_great_circle_through_the_prior():
         path(float("nan"))
 
 
+def test_latent_path_turns_about_the_prior_mean():
+    g = torch.Generator().manual_seed(0)
+    centre = 3.0 + torch.randn(4096, generator=g)
+    start, turn = centre + torch.randn(4096, generator=g), centre + torch.randn(4096, generator=g)
+    path = U.LatentPath(start, turn, centre)
+    torch.testing.assert_close(path(0.0), start)
+    torch.testing.assert_close(path(1.0), turn, rtol=0, atol=1e-5)
+    torch.testing.assert_close(path(-1.0), 2 * centre - turn, rtol=0, atol=1e-5)
+    # every position is as far from the mean as a draw from the prior is; turning about the origin instead would
+    # carry the codes far out (|c| ≈ 3 sqrt(D)), where the decoder never saw one
+    for s in np.linspace(-1, 1, 9):
+        assert (path(float(s)) - centre).norm() / math.sqrt(4096) == pytest.approx(1.0, abs=0.05)
+    assert (U.LatentPath(start, turn)(0.5) - centre).norm() / math.sqrt(4096) > 1.5
+
+
 def test_latent_paths_start_at_the_seed_so_sliders_at_zero_reproduce_the_pipeline():
     pipe = tiny_pipeline()
     ids = blocky(TINY_SIZE, seed=1)
@@ -343,6 +358,12 @@ def test_latent_paths_start_at_the_seed_so_sliders_at_zero_reproduce_the_pipelin
     assert not torch.allclose(fg.turn, fg.start)
     assert not torch.allclose(fg.turn, U.latent_paths(pipe.sample_z, seed=12)[0].start)
     assert U.companion_seed(11) != U.companion_seed(12)
+    # with the prior's mean as centre both ends stay the seed's and its companion's codes
+    centre = pipe.flow_predictor.prior_mean()
+    fg_c, bg_c = U.latent_paths(pipe.sample_z, seed=11, centre=centre)
+    torch.testing.assert_close(bg_c(0.0), plain.z_bg.reshape(-1))
+    torch.testing.assert_close(fg_c(1.0), fg.turn, rtol=0, atol=1e-5)
+    torch.testing.assert_close(bg_c.centre, centre[1].reshape(-1))
 
 
 # ----------------------------------------------------------------------------------------------------------------

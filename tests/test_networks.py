@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from seg2vid.checkpoint import CheckpointError, load_stage, save_stage
 from seg2vid.config import DiscriminatorConfig, FlowPredictorConfig, ImageGeneratorConfig
 from seg2vid.labels import NAME_TO_ID, NUM_BG, NUM_CLASSES, one_hot, split_fg_bg
 from seg2vid.networks import (
@@ -572,3 +573,70 @@ def test_set_prior_refuses_what_it_cannot_store():
         fitted.set_prior(good[0], good[1] * float("nan"), good[2], good[3])
     assert set(fitted.state_dict()) - set(plain.state_dict()) == {
         "prior_mean_fg", "prior_scale_fg", "prior_mean_bg", "prior_scale_bg"}
+
+
+def test_mixture_prior_draws_each_half_from_one_of_its_training_posteriors(tmp_path):
+    torch.manual_seed(0)
+    plain = FlowPredictor(tiny_flow_config())
+    mixed = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=3))
+    mixed.load_state_dict(plain.state_dict(), strict=False)
+    d_fg, d_bg = mixed.config.z_fg_dim, mixed.config.z_bg_dim
+    assert {k for k in mixed.state_dict() if k.startswith("prior_")} == {
+        "prior_means_fg", "prior_stds_fg", "prior_means_bg", "prior_stds_bg"}
+    g = torch.Generator().manual_seed(1)
+    means_fg, means_bg = torch.randn(3, d_fg, generator=g), 10 * torch.randn(3, d_bg, generator=g)
+    stds_fg, stds_bg = torch.rand(3, d_fg, generator=g) + 0.5, torch.rand(3, d_bg, generator=g) + 0.5
+    mixed.set_prior_mixture(means_fg, stds_fg, means_bg, stds_bg)
+    # The same ε as N(0, I) draws (drawn first), put through the component each half drew.
+    eps_fg, eps_bg = plain.sample_z(200, torch.Generator().manual_seed(5))
+    z_fg, z_bg = mixed.sample_z(200, torch.Generator().manual_seed(5))
+    n_fg = ((z_fg[:, None] - means_fg) / stds_fg - eps_fg[:, None]).abs().amax(-1).argmin(1)  # (200,)
+    n_bg = ((z_bg[:, None] - means_bg) / stds_bg - eps_bg[:, None]).abs().amax(-1).argmin(1)
+    torch.testing.assert_close(z_fg, means_fg[n_fg] + stds_fg[n_fg] * eps_fg)
+    torch.testing.assert_close(z_bg, means_bg[n_bg] + stds_bg[n_bg] * eps_bg)
+    # Every component is drawn, about equally often, and the halves choose independently.
+    assert torch.bincount(n_bg, minlength=3).min() > 40
+    assert (n_fg != n_bg).float().mean() > 0.4
+    # Reproducible from the generator; the mean the app's sliders turn about is the components' average.
+    again = mixed.sample_z(200, torch.Generator().manual_seed(5))
+    assert torch.equal(again[0], z_fg) and torch.equal(again[1], z_bg)
+    centre_fg, centre_bg = mixed.prior_mean()
+    torch.testing.assert_close(centre_bg, means_bg.mean(0))
+    torch.testing.assert_close(centre_fg, means_fg.mean(0))
+    assert torch.equal(plain.prior_mean()[1], torch.zeros(d_bg))
+    # Saved and loaded like any stage: same draws.
+    save_stage(mixed, tmp_path / "stage", {})
+    loaded = load_stage(tmp_path / "stage", FlowPredictor)
+    for a, b in zip(loaded.sample_z(4, torch.Generator().manual_seed(9)),
+                    mixed.sample_z(4, torch.Generator().manual_seed(9))):
+        assert torch.equal(a, b)
+    # A checkpoint whose mixture does not match its config is refused, naming the tensors.
+    config_file = tmp_path / "stage" / "config.json"
+    edited = json.loads(config_file.read_text())
+    edited["config"]["prior_components"] = 2
+    config_file.write_text(json.dumps(edited))
+    with pytest.raises(CheckpointError, match="prior_means_bg"):
+        load_stage(tmp_path / "stage", FlowPredictor)
+
+
+def test_mixture_prior_refuses_what_it_cannot_store():
+    d = tiny_flow_config()
+    means = (torch.zeros(3, d.z_fg_dim), torch.ones(3, d.z_fg_dim), torch.zeros(3, d.z_bg_dim),
+             torch.ones(3, d.z_bg_dim))
+    with pytest.raises(ValueError, match="no mixture prior"):
+        FlowPredictor(tiny_flow_config(fitted_prior=True)).set_prior_mixture(*means)
+    mixed = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=3))
+    with pytest.raises(ValueError, match="use set_prior_mixture"):
+        mixed.set_prior(torch.zeros(d.z_fg_dim), torch.eye(d.z_fg_dim), torch.zeros(d.z_bg_dim),
+                        torch.eye(d.z_bg_dim))
+    with pytest.raises(ValueError, match=r"z_fg mixture needs means and stds of shape \(3, "):
+        mixed.set_prior_mixture(means[0][:2], means[1][:2], means[2], means[3])
+    with pytest.raises(ValueError, match="negative stds"):
+        mixed.set_prior_mixture(means[0], means[1], means[2], -means[3])
+    with pytest.raises(ValueError, match="non-finite"):
+        mixed.set_prior_mixture(means[0] * float("nan"), means[1], means[2], means[3])
+    assert torch.equal(mixed.prior_stds_fg, torch.ones(3, d.z_fg_dim))  # nothing was half-written
+    with pytest.raises(ValueError, match="needs fitted_prior: true"):
+        tiny_flow_config(prior_components=3)
+    with pytest.raises(ValueError, match="prior_components must be >= 0"):
+        tiny_flow_config(fitted_prior=True, prior_components=-1)

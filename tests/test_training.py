@@ -162,7 +162,8 @@ def test_export_refuses_weights_its_options_do_not_describe(runs, tmp_path, caps
     assert not (tmp_path / "export" / "image_generator").exists()
 
 
-def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["mixture", "gaussian"])
+def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, capsys, kind):
     import shutil
 
     from seg2vid import Seg2VidPipeline
@@ -174,15 +175,17 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
     shutil.copytree(root / "export", folder)
     before = export.load_stage_weights(folder, train_video.FlowPredictor)
     assert before.config.fitted_prior is False
+    chosen = [] if kind == "mixture" else ["--prior", kind]  # the mixture is the default
     out = fit_prior.main(["--checkpoint", str(folder), "--data", "synthcity", "--clips", "6", "--batch-size", "4",
-                          "--no-progress"])
+                          "--no-progress", *chosen])
     assert out == folder / "flow_predictor" and "z_bg" in capsys.readouterr().out
     assert sorted(p.name for p in folder.iterdir()) == ["flow_predictor", "image_generator"]  # no temp folders left
     after = export.load_stage_weights(folder, train_video.FlowPredictor)
     assert after.config.fitted_prior is True
+    assert after.config.prior_components == (6 if kind == "mixture" else 0)
     config = json.loads((out / "config.json").read_text())
-    assert config["metadata"]["prior"] == {"data": "synthcity", "clips": 6}
-    # Every network weight is unchanged; the prior has the moments of the six clips' posteriors.
+    assert config["metadata"]["prior"] == {"kind": kind, "data": "synthcity", "clips": 6}
+    # Every network weight is unchanged; the prior is the six clips' posteriors, or the Gaussian of their moments.
     for k, v in before.state_dict().items():
         assert torch.equal(after.state_dict()[k], v), k
     options = C.TrainOptions(data="synthcity", image_size=tuple(before.config.image_size))
@@ -191,14 +194,23 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
     with torch.no_grad():
         q = before.encode_motion(batch["video"], batch["heatmaps"])
     for half, mu, logvar in (("fg", q.mu_fg, q.logvar_fg), ("bg", q.mu_bg, q.logvar_bg)):
-        mean, scale = aggregate_posterior_gaussian(mu, logvar)
-        torch.testing.assert_close(getattr(after, f"prior_mean_{half}"), mean, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(getattr(after, f"prior_scale_{half}"), scale, atol=1e-5, rtol=1e-4)
-    # The pipeline draws seed 3's codes through the fitted Gaussian.
+        if kind == "mixture":
+            torch.testing.assert_close(getattr(after, f"prior_means_{half}"), mu, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(getattr(after, f"prior_stds_{half}"), (0.5 * logvar).exp(), atol=1e-5,
+                                       rtol=1e-4)
+        else:
+            mean, scale = aggregate_posterior_gaussian(mu, logvar)
+            torch.testing.assert_close(getattr(after, f"prior_mean_{half}"), mean, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(getattr(after, f"prior_scale_{half}"), scale, atol=1e-5, rtol=1e-4)
+    # The pipeline draws seed 3's codes through the fitted prior, from the same noise.
     pipe = Seg2VidPipeline.from_pretrained(folder)
     eps_fg, eps_bg = before.sample_z(1, torch.Generator().manual_seed(3))
     z_fg, z_bg = pipe.sample_z(3)
-    torch.testing.assert_close(z_bg, after.prior_mean_bg + eps_bg @ after.prior_scale_bg.T)
+    if kind == "mixture":
+        offsets = (z_bg - after.prior_means_bg) / after.prior_stds_bg  # (6, D): ε for the component drawn
+        assert any(torch.allclose(row, eps_bg[0], atol=1e-4) for row in offsets)
+    else:
+        torch.testing.assert_close(z_bg, after.prior_mean_bg + eps_bg @ after.prior_scale_bg.T)
     assert not torch.allclose(z_fg, eps_fg)
 
 
@@ -207,6 +219,7 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
     (["--data", "elsewhere:x"], "data"),
     (["--checkpoint", "IMAGE"], "not a FlowPredictor"),
     (["--checkpoint", "MISSING"], "MISSING"),
+    (["--prior", "flat"], "invalid choice"),
 ])
 def test_fit_prior_rejects_bad_arguments(runs, tmp_path, capsys, args, message):
     from training import fit_prior

@@ -14,9 +14,11 @@ Parts, one module each:
 * :class:`~seg2vid.networks.refiner.Refiner` — the U-Net P of Eq. 2.
 
 What is sampled: at inference z = [z_FG, z_BG] ~ N(0, I) (:meth:`FlowPredictor.sample_z`), or, with
-``fitted_prior``, z = m + L ε, ε ~ N(0, I), a Gaussian fitted to the aggregate posterior of the training clips
-(:meth:`FlowPredictor.set_prior`, :func:`aggregate_posterior_gaussian`); the posterior Q(z | V, I0) is used only in
-training (:meth:`FlowPredictor.forward`).
+``fitted_prior``, a distribution fitted after training to the aggregate posterior of the training clips: the
+Gaussian z = m + L ε, ε ~ N(0, I) (:meth:`FlowPredictor.set_prior`, :func:`aggregate_posterior_gaussian`), or, with
+``prior_components`` = N, the aggregate posterior itself, z = mu_n + σ_n ⊙ ε with n drawn uniformly from the N
+training clips (:meth:`FlowPredictor.set_prior_mixture`); the posterior Q(z | V, I0) of the clip at hand is used
+only in training (:meth:`FlowPredictor.forward`).
 
 Conventions (DESIGN.md, :mod:`seg2vid.warp`): frames in [-1, 1]; flows in pixels (dx, dy); backward flow
 w^b_t maps frame t to frame 0, ``I_t(x) ≈ I_0(x + w^b_t(x))``; forward flow w^f_t maps frame 0 to frame t,
@@ -183,8 +185,13 @@ class FlowPredictor(nn.Module):
         nn.init.zeros_(self.refiner.to_residual.weight)
         nn.init.zeros_(self.refiner.to_residual.bias)
 
-        # The fitted prior N(m, L Lᵀ) of each half of z; it starts as N(0, I) until set_prior fills it.
-        if c.fitted_prior:
+        # The fitted prior of each half of z: N(m, L Lᵀ), or the mixture of N diagonal Gaussians. Either starts as
+        # N(0, I) until set_prior / set_prior_mixture fills it.
+        if c.fitted_prior and c.prior_components:
+            for half, dim in (("fg", c.z_fg_dim), ("bg", c.z_bg_dim)):
+                self.register_buffer(f"prior_means_{half}", torch.zeros(c.prior_components, dim))  # (N, D)
+                self.register_buffer(f"prior_stds_{half}", torch.ones(c.prior_components, dim))  # (N, D)
+        elif c.fitted_prior:
             for half, dim in (("fg", c.z_fg_dim), ("bg", c.z_bg_dim)):
                 self.register_buffer(f"prior_mean_{half}", torch.zeros(dim))
                 self.register_buffer(f"prior_scale_{half}", torch.eye(dim))  # lower-triangular L
@@ -263,10 +270,11 @@ class FlowPredictor(nn.Module):
         self, batch_size: int, generator: torch.Generator | None = None, device=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw (z_fg (B, z_fg_dim), z_bg (B, z_bg_dim)) from the prior — what inference samples: N(0, I), or
-        the fitted N(m, L Lᵀ) with ``fitted_prior`` (the same ε, mapped through m + L ε).
+        with ``fitted_prior`` the same ε mapped through the fitted N(m, L Lᵀ), z = m + L ε, or (``prior_components``
+        N) through one of its N components, z = mu_n + σ_n ⊙ ε, n uniform and drawn separately for each half.
 
-        z_fg is drawn first, then z_bg, on ``generator``'s device (so a CPU generator gives the same z on every
-        machine); the result is moved to ``device`` (default: the model's device).
+        ε_fg is drawn first, then ε_bg, then (mixture only) n_fg and n_bg, on ``generator``'s device (so a CPU
+        generator gives the same z on every machine); the result is moved to ``device`` (default: the model's).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -275,7 +283,13 @@ class FlowPredictor(nn.Module):
         draw_on = generator.device if generator is not None else device
         z_fg = torch.randn(batch_size, self.config.z_fg_dim, generator=generator, device=draw_on)
         z_bg = torch.randn(batch_size, self.config.z_bg_dim, generator=generator, device=draw_on)
-        if self.config.fitted_prior:  # z = m + L ε
+        if self.config.fitted_prior and self.config.prior_components:  # z = mu_n + σ_n ⊙ ε
+            n = torch.randint(self.config.prior_components, (2, batch_size), generator=generator, device=draw_on)
+            means_fg, stds_fg = (getattr(self, f"prior_{k}_fg").to(draw_on, z_fg.dtype) for k in ("means", "stds"))
+            means_bg, stds_bg = (getattr(self, f"prior_{k}_bg").to(draw_on, z_bg.dtype) for k in ("means", "stds"))
+            z_fg = means_fg[n[0]] + stds_fg[n[0]] * z_fg
+            z_bg = means_bg[n[1]] + stds_bg[n[1]] * z_bg
+        elif self.config.fitted_prior:  # z = m + L ε
             z_fg = self.prior_mean_fg.to(draw_on, z_fg.dtype) + z_fg @ self.prior_scale_fg.to(draw_on, z_fg.dtype).T
             z_bg = self.prior_mean_bg.to(draw_on, z_bg.dtype) + z_bg @ self.prior_scale_bg.to(draw_on, z_bg.dtype).T
         return z_fg.to(device=device, dtype=param.dtype), z_bg.to(device=device, dtype=param.dtype)
@@ -288,15 +302,54 @@ class FlowPredictor(nn.Module):
         """
         if not self.config.fitted_prior:
             raise ValueError("this FlowPredictor samples from N(0, I); build it with fitted_prior=True to set a prior.")
-        for half, dim, mean, scale in (("fg", self.config.z_fg_dim, mean_fg, scale_fg),
-                                       ("bg", self.config.z_bg_dim, mean_bg, scale_bg)):
+        if self.config.prior_components:
+            raise ValueError("this FlowPredictor's prior is a mixture (prior_components > 0); use set_prior_mixture.")
+        halves = (("fg", self.config.z_fg_dim, mean_fg, scale_fg), ("bg", self.config.z_bg_dim, mean_bg, scale_bg))
+        for half, dim, mean, scale in halves:  # check both halves before writing either
             if tuple(mean.shape) != (dim,) or tuple(scale.shape) != (dim, dim):
                 raise ValueError(f"the z_{half} prior needs a mean ({dim},) and a scale ({dim}, {dim}); got "
                                  f"{tuple(mean.shape)} and {tuple(scale.shape)}.")
             if not (torch.isfinite(mean).all() and torch.isfinite(scale).all()):
                 raise ValueError(f"the z_{half} prior has non-finite values.")
+        for half, _, mean, scale in halves:
             getattr(self, f"prior_mean_{half}").copy_(mean)
             getattr(self, f"prior_scale_{half}").copy_(torch.tril(scale))
+
+    @torch.no_grad()
+    def set_prior_mixture(
+        self, means_fg: torch.Tensor, stds_fg: torch.Tensor, means_bg: torch.Tensor, stds_bg: torch.Tensor
+    ):
+        """Make sample_z draw each half of z from the mixture (1/N) Σ_n N(means[n], diag stds[n]²), e.g. the
+        posteriors of N training clips: ``means_*`` and ``stds_*`` (N, D), N = ``config.prior_components``.
+        """
+        c = self.config
+        if not (c.fitted_prior and c.prior_components):
+            raise ValueError("this FlowPredictor has no mixture prior; build it with fitted_prior=True and "
+                             "prior_components=N to set one.")
+        halves = (("fg", c.z_fg_dim, means_fg, stds_fg), ("bg", c.z_bg_dim, means_bg, stds_bg))
+        for half, dim, means, stds in halves:  # check both halves before writing either
+            shape = (c.prior_components, dim)
+            if tuple(means.shape) != shape or tuple(stds.shape) != shape:
+                raise ValueError(f"the z_{half} mixture needs means and stds of shape {shape}; got "
+                                 f"{tuple(means.shape)} and {tuple(stds.shape)}.")
+            if not (torch.isfinite(means).all() and torch.isfinite(stds).all()) or (stds < 0).any():
+                raise ValueError(f"the z_{half} mixture has non-finite means or stds, or negative stds.")
+        for half, _, means, stds in halves:
+            getattr(self, f"prior_means_{half}").copy_(means)
+            getattr(self, f"prior_stds_{half}").copy_(stds)
+
+    @torch.no_grad()
+    def prior_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean of the prior sample_z draws from, (z_fg_dim,) and (z_bg_dim,): zero for N(0, I), m for the
+        fitted Gaussian, the average component mean for the mixture (the centre the app's z sliders turn about).
+        """
+        c = self.config
+        if c.fitted_prior and c.prior_components:
+            return self.prior_means_fg.mean(0).clone(), self.prior_means_bg.mean(0).clone()
+        if c.fitted_prior:
+            return self.prior_mean_fg.clone(), self.prior_mean_bg.clone()
+        param = next(self.parameters())
+        return param.new_zeros(c.z_fg_dim), param.new_zeros(c.z_bg_dim)
 
     def decode(
         self, enc: ImageEncoding, z_fg: torch.Tensor, z_bg: torch.Tensor, motion_scale: float = 1.0
