@@ -406,25 +406,31 @@ def class_shares(ids: np.ndarray) -> list[list]:
 
 @dataclass(frozen=True)
 class LatentPath:
-    """A great circle through the prior about its mean c, s ∈ [-1, 1]:
-    ``z(s) = c + cos(πs/2) (start − c) + sin(πs/2) (turn − c)``.
+    """Two great-circle arcs through the prior about its mean c, s ∈ [-1, 1]:
+    ``z(s) = c + cos(π|s|/2) (start − c) + sin(π|s|/2) (end − c)``, end = ``turn`` for s ≥ 0, ``back`` for s < 0.
 
-    ``start`` and ``turn`` are two independent draws from the prior and ``centre`` its mean (default 0). For a
+    ``start``, ``turn`` and ``back`` are independent draws from the prior and ``centre`` its mean (default 0). For a
     Gaussian prior z(s) then has the prior's distribution for every s (cos² + sin² = 1): each slider position is an
     equally plausible motion code, unlike a straight line between two draws, whose middle is too close to the mean.
-    z(0) = ``start`` (the seed's own code), z(1) = ``turn``, z(-1) = 2c − ``turn``;
-    ‖z(s) − z(s')‖ ≤ π/2 · |s − s'| · (‖start − c‖ + ‖turn − c‖), so small slider moves make small changes.
+    z(0) = ``start`` (the seed's own code), z(1) = ``turn``, z(-1) = ``back``, so both ends are codes the prior
+    draws even when it is a mixture (without ``back``, z(-1) = 2c − ``turn``, the reflection a symmetric prior
+    draws as often); ‖z(s) − z(s')‖ ≤ π/2 · |s − s'| · (‖start − c‖ + ‖end − c‖) on each side, so small slider
+    moves make small changes.
     """
 
     start: torch.Tensor  # (D,)
     turn: torch.Tensor  # (D,)
     centre: torch.Tensor | None = None  # (D,); None = the origin, the mean of N(0, I)
+    back: torch.Tensor | None = None  # (D,); None = the reflection of turn through the centre
 
     def __call__(self, s: float) -> torch.Tensor:
         if not math.isfinite(s):
             raise ValueError(f"The slider position must be a finite number; got {s!r}.")
-        theta = 0.5 * math.pi * min(1.0, max(-1.0, float(s)))
+        s = min(1.0, max(-1.0, float(s)))
+        theta = 0.5 * math.pi * s
         c = 0.0 if self.centre is None else self.centre
+        if s < 0 and self.back is not None:
+            return c + math.cos(theta) * (self.start - c) + math.sin(-theta) * (self.back - c)  # (D,)
         return c + math.cos(theta) * (self.start - c) + math.sin(theta) * (self.turn - c)  # (D,)
 
 
@@ -436,17 +442,21 @@ def companion_seed(seed: int) -> int:
 def latent_paths(
     sample_z: Callable[[int], tuple[torch.Tensor, torch.Tensor]], seed: int, centre=None
 ) -> tuple[LatentPath, LatentPath]:
-    """The foreground and background paths of ``seed``: start = the seed's own (z_fg, z_bg), turn = a second draw.
+    """The foreground and background paths of ``seed``: start = the seed's own (z_fg, z_bg), turn and back = two
+    more draws (from ``companion_seed(seed)`` and the companion's companion).
 
     ``sample_z(seed) -> (z_fg (1, D_fg) or (D_fg,), z_bg (1, D_bg) or (D_bg,))`` — e.g. ``pipe.sample_z``, so that
     both sliders at 0 give exactly ``pipe(label_map, seed=seed)``. ``centre``: the prior's mean (c_fg, c_bg), e.g.
     ``pipe.flow_predictor.prior_mean()``; None = N(0, I)'s origin.
     """
+    turn_seed = companion_seed(seed)
     fg0, bg0 = sample_z(int(seed))
-    fg1, bg1 = sample_z(companion_seed(seed))
+    fg1, bg1 = sample_z(turn_seed)
+    fg2, bg2 = sample_z(companion_seed(turn_seed))
     flat = lambda z: torch.as_tensor(z, dtype=torch.float32).detach().reshape(-1).cpu()
     c_fg, c_bg = (None, None) if centre is None else (flat(centre[0]), flat(centre[1]))
-    return LatentPath(flat(fg0), flat(fg1), c_fg), LatentPath(flat(bg0), flat(bg1), c_bg)
+    return (LatentPath(flat(fg0), flat(fg1), c_fg, flat(fg2)),
+            LatentPath(flat(bg0), flat(bg1), c_bg, flat(bg2)))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -339,6 +339,14 @@ def test_latent_path_turns_about_the_prior_mean():
     for s in np.linspace(-1, 1, 9):
         assert (path(float(s)) - centre).norm() / math.sqrt(4096) == pytest.approx(1.0, abs=0.05)
     assert (U.LatentPath(start, turn)(0.5) - centre).norm() / math.sqrt(4096) > 1.5
+    # with a third draw the negative half ends there instead, continuously through s = 0
+    back = centre + torch.randn(4096, generator=g)
+    two_sided = U.LatentPath(start, turn, centre, back)
+    torch.testing.assert_close(two_sided(-1.0), back, rtol=0, atol=1e-5)
+    torch.testing.assert_close(two_sided(0.7), path(0.7))
+    torch.testing.assert_close(two_sided(-1e-6), start, rtol=0, atol=1e-4)
+    for s in np.linspace(-1, 0, 5):
+        assert (two_sided(float(s)) - centre).norm() / math.sqrt(4096) == pytest.approx(1.0, abs=0.05)
 
 
 def test_latent_paths_start_at_the_seed_so_sliders_at_zero_reproduce_the_pipeline():
@@ -364,6 +372,10 @@ def test_latent_paths_start_at_the_seed_so_sliders_at_zero_reproduce_the_pipelin
     torch.testing.assert_close(bg_c(0.0), plain.z_bg.reshape(-1))
     torch.testing.assert_close(fg_c(1.0), fg.turn, rtol=0, atol=1e-5)
     torch.testing.assert_close(bg_c.centre, centre[1].reshape(-1))
+    # both ends of the slider are the pipeline's own draws: s = 1 the companion seed's, s = -1 its companion's
+    far = U.companion_seed(U.companion_seed(11))
+    torch.testing.assert_close(bg_c(-1.0), pipe.sample_z(far)[1].reshape(-1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(bg_c(1.0), pipe.sample_z(U.companion_seed(11))[1].reshape(-1), rtol=0, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------------
