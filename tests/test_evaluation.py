@@ -311,6 +311,25 @@ def test_synthcity_evaluation_refuses_training_seeds(eval_setup):
         evaluate.evaluate_synthcity(pipe, [HELDOUT_SEED_START - 1, HELDOUT_SEED_START], SIZE, k=2, progress=False)
 
 
+@pytest.mark.parametrize("z_seeds", ["shared", "per-clip"])
+def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypatch, z_seeds):
+    _, pipe_dir = eval_setup
+    pipe = Seg2VidPipeline.from_pretrained(pipe_dir)
+    used = []
+    animate = pipe.animate
+    monkeypatch.setattr(pipe, "animate", lambda *a, seed=0, **kw: used.append(seed) or animate(*a, seed=seed, **kw))
+    clips = [HELDOUT_SEED_START + 3, HELDOUT_SEED_START + 4]
+    evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_seeds=z_seeds)
+    # per clip: K draws, then the two disentanglement re-draws (given codes, seed unused: 0)
+    drawn = [used[0:2], used[4:6]]
+    if z_seeds == "shared":
+        assert drawn == [[0, 1], [0, 1]]
+    else:
+        assert drawn == [[2 * clips[0], 2 * clips[0] + 1], [2 * clips[1], 2 * clips[1] + 1]]
+    with pytest.raises(ValueError, match="z_seeds"):
+        evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_seeds="random")
+
+
 def test_cityscapes_tables_on_a_fake_tree(eval_setup, tmp_path, monkeypatch):
     """Tables 1 and 2 on 3 fake val snippets, with cheap stand-in feature networks (the real ones need weights)."""
     _, pipe_dir = eval_setup
