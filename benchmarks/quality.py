@@ -1,8 +1,9 @@
 """Quality of the bundled model: ``training/evaluate.py`` with the standard protocol, printed as a Markdown table.
 
 Protocol: 100 held-out SynthCity clips (seeds 1,000,000–1,000,099) at 128×256, stage 2 animating the true first
-frame, K = 10 z samples per clip (best-of-10 and mean), label fidelity with ``checkpoints/segmenter`` when it
-exists. See ``training/evaluate.py`` for every metric.
+frame, K = 10 z samples per clip from seeds of the clip's own (best-of-10 and mean), label fidelity with
+``checkpoints/segmenter`` when it exists. See ``training/evaluate.py`` for every metric; ``--z-seeds shared`` gives
+every clip z seeds 0–9 instead.
 
     python benchmarks/quality.py                                   # bundled model in checkpoints/
     python benchmarks/quality.py --checkpoint runs/x/export --out benchmarks/out/quality
