@@ -131,7 +131,6 @@ class Seg2VidApp:
     def __init__(self, pipe: Seg2VidPipeline, banner: str | None = None, workdir: str | Path | None = None):
         self.pipe = pipe
         self.banner = banner
-        self.z_centre = pipe.flow_predictor.prior_mean()  # the z sliders turn about the prior's mean
         self.size = pipe.resolution  # (H, W)
         self.scale = U.display_scale(self.size)  # the canvas shows the label map enlarged
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="seg2vid-app-"))
@@ -226,7 +225,7 @@ class Seg2VidApp:
         progress(0.0, desc="Reading the label map")
         ids = U.editor_to_ids(canvas, self.size)
         photo = None if photo_path is None else U.read_photo_upload(photo_path, self.size)
-        fg_path, bg_path = U.latent_paths(self.pipe.sample_z, seed, self.z_centre)
+        fg_path, bg_path = U.latent_paths(self.pipe.sample_z, seed, self.pipe.flow_predictor.prior_mean())
         clip = Clip(ids=ids, photo=photo, seed=seed, fg_path=fg_path, bg_path=bg_path)
         if photo is None:
             progress(0.2, desc="Stage 1: the first frame")

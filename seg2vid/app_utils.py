@@ -427,11 +427,13 @@ class LatentPath:
         if not math.isfinite(s):
             raise ValueError(f"The slider position must be a finite number; got {s!r}.")
         s = min(1.0, max(-1.0, float(s)))
-        theta = 0.5 * math.pi * s
+        theta = 0.5 * math.pi * abs(s)
         c = 0.0 if self.centre is None else self.centre
-        if s < 0 and self.back is not None:
-            return c + math.cos(theta) * (self.start - c) + math.sin(-theta) * (self.back - c)  # (D,)
-        return c + math.cos(theta) * (self.start - c) + math.sin(theta) * (self.turn - c)  # (D,)
+        if s >= 0:
+            end = self.turn
+        else:
+            end = self.back if self.back is not None else 2 * c - self.turn
+        return c + math.cos(theta) * (self.start - c) + math.sin(theta) * (end - c)  # (D,)
 
 
 def companion_seed(seed: int) -> int:

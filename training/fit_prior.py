@@ -99,12 +99,12 @@ def describe(model: FlowPredictor) -> str:
     lines = []
     mixture = model.config.prior_components
     for half, mean in zip(("fg", "bg"), model.prior_mean()):
-        if mixture:  # covariance of the mixture: Cov over n of mu_n + mean over n of diag σ_n²
-            means, sd = getattr(model, f"prior_means_{half}").double(), getattr(model, f"prior_stds_{half}").double()
-            cov = torch.cov(means.T, correction=0) + torch.diag(sd.square().mean(0))
+        if mixture:  # the mixture's moments, as --prior gaussian would fit them
+            means, stds = getattr(model, f"prior_means_{half}"), getattr(model, f"prior_stds_{half}")
+            scale = aggregate_posterior_gaussian(means, 2 * stds.log())[1].double()
         else:
             scale = getattr(model, f"prior_scale_{half}").double()
-            cov = scale @ scale.T
+        cov = scale @ scale.T
         stds = torch.linalg.eigvalsh(cov).clamp(min=0).sqrt().flip(0)
         widest = ", ".join(f"{float(s):.2f}" for s in stds[:3])
         lines.append(f"  z_{half} ({mean.numel()}): |mean| {float(mean.norm()):.2f}, widest std {widest} "

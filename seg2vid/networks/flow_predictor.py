@@ -187,7 +187,7 @@ class FlowPredictor(nn.Module):
 
         # The fitted prior of each half of z: N(m, L Lᵀ), or the mixture of N diagonal Gaussians. Either starts as
         # N(0, I) until set_prior / set_prior_mixture fills it.
-        if c.fitted_prior and c.prior_components:
+        if c.prior_components:  # (config: implies fitted_prior)
             for half, dim in (("fg", c.z_fg_dim), ("bg", c.z_bg_dim)):
                 self.register_buffer(f"prior_means_{half}", torch.zeros(c.prior_components, dim))  # (N, D)
                 self.register_buffer(f"prior_stds_{half}", torch.ones(c.prior_components, dim))  # (N, D)
@@ -283,7 +283,7 @@ class FlowPredictor(nn.Module):
         draw_on = generator.device if generator is not None else device
         z_fg = torch.randn(batch_size, self.config.z_fg_dim, generator=generator, device=draw_on)
         z_bg = torch.randn(batch_size, self.config.z_bg_dim, generator=generator, device=draw_on)
-        if self.config.fitted_prior and self.config.prior_components:  # z = mu_n + σ_n ⊙ ε
+        if self.config.prior_components:  # z = mu_n + σ_n ⊙ ε
             n = torch.randint(self.config.prior_components, (2, batch_size), generator=generator, device=draw_on)
             means_fg, stds_fg = (getattr(self, f"prior_{k}_fg").to(draw_on, z_fg.dtype) for k in ("means", "stds"))
             means_bg, stds_bg = (getattr(self, f"prior_{k}_bg").to(draw_on, z_bg.dtype) for k in ("means", "stds"))
@@ -323,7 +323,7 @@ class FlowPredictor(nn.Module):
         posteriors of N training clips: ``means_*`` and ``stds_*`` (N, D), N = ``config.prior_components``.
         """
         c = self.config
-        if not (c.fitted_prior and c.prior_components):
+        if not c.prior_components:
             raise ValueError("this FlowPredictor has no mixture prior; build it with fitted_prior=True and "
                              "prior_components=N to set one.")
         halves = (("fg", c.z_fg_dim, means_fg, stds_fg), ("bg", c.z_bg_dim, means_bg, stds_bg))
@@ -344,7 +344,7 @@ class FlowPredictor(nn.Module):
         fitted Gaussian, the average component mean for the mixture (the centre the app's z sliders turn about).
         """
         c = self.config
-        if c.fitted_prior and c.prior_components:
+        if c.prior_components:
             return self.prior_means_fg.mean(0).clone(), self.prior_means_bg.mean(0).clone()
         if c.fitted_prior:
             return self.prior_mean_fg.clone(), self.prior_mean_bg.clone()
