@@ -163,6 +163,12 @@ class FlowPredictorConfig(_Config):
     # the objects (section 3.3's separation, carried through to the decoder), and a map without objects has no
     # object motion. False: z = [z_FG, z_BG] is tiled over the whole bottleneck (the paper's decoder).
     gate_z: bool = True
+    # two_path only: layered motion. The flow decoder runs twice, once reading z_FG alone and once z_BG alone, and
+    # each pass supplies the flows and occlusions of its own layer: the foreground pass on the objects of frame 0
+    # (carried along by their own backward flow in frame t), the background pass everywhere else. A new z_FG then
+    # cannot move the street and a new z_BG cannot move the objects, whatever the decoder learns; the camera's
+    # motion of the objects is z_FG's to carry. Replaces gate_z; costs a second decoder pass. False: one pass.
+    layered_flow: bool = False
     use_flow: bool = True  # False: Fig. 9 "w/o flow" — the decoder outputs pixels directly
 
     # image encoder on [I0, heatmaps]: a full-resolution stem, then one stride-2 stage per decoder level
@@ -191,6 +197,10 @@ class FlowPredictorConfig(_Config):
     # five has a still camera; the Gaussian blends it into slow driving); the mixture samples each as often as the
     # training clips show it.
     prior_components: int = 0
+    # With prior_components: draw z_FG and z_BG from the same training clip's posterior (one n per sample), so
+    # that the objects' and the street's motion agree (what layered_flow needs: both halves carry the camera).
+    # False: a clip is drawn for each half separately.
+    joint_prior: bool = False
 
     def validate(self) -> None:
         _positive(self, "num_frames", "image_size", "z_fg_dim", "z_bg_dim", "encoder_stem_channels")
@@ -203,6 +213,9 @@ class FlowPredictorConfig(_Config):
             )
         if self.semantics not in SEMANTICS:
             raise ValueError(f"FlowPredictorConfig: semantics must be one of {SEMANTICS}; got {self.semantics!r}.")
+        if self.layered_flow and (self.semantics != "two_path" or not self.use_flow):
+            raise ValueError("FlowPredictorConfig: layered_flow needs semantics='two_path' and use_flow=True "
+                             "(it composes a foreground and a background flow).")
         if len(self.encoder_channels) != len(self.decoder_channels):
             raise ValueError(
                 "FlowPredictorConfig: encoder_channels and decoder_channels must have one entry per level "

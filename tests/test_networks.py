@@ -1,5 +1,6 @@
 """The seg2vid networks: configs, stage 1 (generator, discriminator), stage 2 (FlowPredictor and its parts), VGG."""
 
+import functools
 import json
 
 import pytest
@@ -18,6 +19,7 @@ from seg2vid.networks import (
     VGGFeatures,
 )
 from seg2vid.networks.vgg import VGG19_FILENAME
+from seg2vid.warp import warp
 
 H, W, T = 32, 64, 4
 
@@ -288,6 +290,60 @@ def test_gated_z_halves_act_on_their_own_cells(gated):
     assert torch.equal(no_car[0], no_car[1]) == gated  # no objects, no object motion
     assert torch.equal(all_car[0], all_car[2]) == gated  # no street, no street motion
     assert not torch.allclose(all_car[0], all_car[1])
+
+
+def test_layered_flow_gives_each_half_of_z_its_own_layer():
+    # layered_flow: one decoder pass reads z_FG alone, one z_BG alone; frame 0's objects take the first pass's
+    # forward flow and occlusion, frame t's objects (frame 0's carried by their own backward flow) its backward
+    # flow and occlusion; everything else the second pass's.
+    torch.manual_seed(0)
+    layered = FlowPredictor(tiny_flow_config(layered_flow=True)).eval()
+    randomise_heads(layered)
+    one_pass = FlowPredictor(tiny_flow_config(gate_z=False)).eval()  # the same weights, decoded once
+    one_pass.load_state_dict(layered.state_dict())
+    frame0 = video_for()[:, 0]
+    heat = _heatmaps_with_car_columns(W, slice(16, 32))
+    z_fg, z_bg = layered.sample_z(1, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        enc = layered.encode_image(frame0, heat)
+        base, new_fg, new_bg = (layered.decode(enc, a, b) for a, b in ((z_fg, z_bg), (-z_fg, z_bg), (z_fg, -z_bg)))
+        enc1 = one_pass.encode_image(frame0, heat)
+        fg_pass = one_pass.decode(enc1, z_fg, torch.zeros_like(z_bg))
+        bg_pass = one_pass.decode(enc1, torch.zeros_like(z_fg), z_bg)
+    assert enc1.layer_mask is None and enc.z_gates is None
+    car, street = (..., slice(16, 32)), (..., slice(40, None))  # street: columns ≥ 8 px from the car
+    close = functools.partial(torch.testing.assert_close, atol=1e-4, rtol=1e-4)
+    # Frame-0-indexed outputs: exactly one pass each.
+    for name in ("flow_fwd", "occ_fwd"):
+        close(getattr(base, name)[car], getattr(fg_pass, name)[car])  # (batch 2 vs 1: float rounding)
+        close(getattr(base, name)[street], getattr(bg_pass, name)[street])
+        assert torch.equal(getattr(base, name)[street], getattr(new_fg, name)[street])  # z_FG leaves the street
+        assert torch.equal(getattr(base, name)[car], getattr(new_bg, name)[car])  # z_BG leaves the car
+    assert not torch.allclose(base.flow_fwd[car], new_fg.flow_fwd[car])
+    assert not torch.allclose(base.flow_fwd[street], new_bg.flow_fwd[street])
+    # Frame-t-indexed outputs: the car's layer is where its own backward flow leads back onto it.
+    b, t = base.flow_bwd.shape[:2]
+    m0 = enc.layer_mask.expand(t, -1, -1, -1)  # (T, 1, H, W)
+    mt = warp(m0, fg_pass.flow_bwd[0])
+    assert mt.min() == 0 and mt.max() == 1 and not torch.equal(mt, m0)  # the layer moved
+    for name in ("flow_bwd", "occ_bwd"):
+        fg, bg = getattr(fg_pass, name)[0], getattr(bg_pass, name)[0]
+        close(getattr(base, name)[0], mt * fg + (1 - mt) * bg)
+    # A map without objects does not depend on z_FG; one of nothing but objects not on z_BG.
+    for columns, other in ((slice(0, 0), 1), (slice(0, W), 2)):
+        with torch.inference_mode():
+            enc = layered.encode_image(frame0, _heatmaps_with_car_columns(W, columns))
+            outs = [layered.decode(enc, a, b_) for a, b_ in ((z_fg, z_bg), (-z_fg, z_bg), (z_fg, -z_bg))]
+        for name in ("flow_fwd", "flow_bwd", "occ_fwd", "occ_bwd"):  # (bilinear sampling of 1s: 1 ± 1 ulp)
+            close(getattr(outs[0], name), getattr(outs[other], name))
+        assert not torch.allclose(outs[0].flow_fwd, outs[3 - other].flow_fwd)
+
+
+def test_layered_flow_needs_two_paths_and_flow():
+    with pytest.raises(ValueError, match="layered_flow needs semantics='two_path'"):
+        tiny_flow_config(layered_flow=True, semantics="one_encoder")
+    with pytest.raises(ValueError, match="layered_flow needs"):
+        tiny_flow_config(layered_flow=True, use_flow=False)
 
 
 def test_semantics_none_ignores_the_label_map():
@@ -597,6 +653,12 @@ def test_mixture_prior_draws_each_half_from_one_of_its_training_posteriors(tmp_p
     # Every component is drawn, about equally often, and the halves choose independently.
     assert torch.bincount(n_bg, minlength=3).min() > 40
     assert (n_fg != n_bg).float().mean() > 0.4
+    # joint_prior: one component for both halves, the one the fg half drew before; ε unchanged.
+    joint = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=3, joint_prior=True))
+    joint.load_state_dict(mixed.state_dict())
+    j_fg, j_bg = joint.sample_z(200, torch.Generator().manual_seed(5))
+    assert torch.equal(j_fg, z_fg)
+    torch.testing.assert_close(j_bg, means_bg[n_fg] + stds_bg[n_fg] * eps_bg)
     # Reproducible from the generator; the mean the app's sliders turn about is the components' average.
     again = mixed.sample_z(200, torch.Generator().manual_seed(5))
     assert torch.equal(again[0], z_fg) and torch.equal(again[1], z_bg)

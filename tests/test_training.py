@@ -242,17 +242,42 @@ def test_init_from_export_starts_from_its_weights(runs, tmp_path, monkeypatch, c
     root, _ = runs
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))  # no VGG weights can be found
     run_dir = run("image", tmp_path, "finetune", "--init-from", str(root / "export"), "--max-steps", "1",
-                  "--set", "lr=1e-9", "lr_d=1e-9", "vgg=true", "model.base_channels=8")
+                  "--set", "lr=1e-9", "lr_d=1e-9", "vgg=true")
     err = capsys.readouterr().err
     assert "WITHOUT the VGG-19 perceptual loss" in err
     options = json.loads((run_dir / "options.json").read_text())
     assert options["vgg"] is False and options["init_from"] == str(root / "export")
     exported = export.load_stage_weights(root / "export", train_image.ImageGenerator)
-    assert options["model"]["base_channels"] == exported.config.base_channels  # the export's config wins
+    assert options["model"] == {**exported.config.to_dict(), "image_size": options["image_size"]}  # the export's
     state = checkpoint(run_dir, 1)["model"]
     for k, v in exported.state_dict().items():
         if v.is_floating_point():
             torch.testing.assert_close(state[k], v, atol=1e-6, rtol=0)
+
+
+def test_init_from_keeps_model_options_given_on_the_command_line(runs, tmp_path, capsys):
+    # A model.* option given with --set wins over the export's config when the weights still fit (layered_flow
+    # only changes how the decoder runs); one that would change the weights is refused with a one-line error.
+    root, _ = runs
+    exported = export.load_stage_weights(root / "export", train_video.FlowPredictor)
+    assert exported.config.layered_flow is False
+    run_dir = run("video", tmp_path, "layered", "--init-from", str(root / "export"), "--max-steps", "1",
+                  "--set", "lr=1e-9", "model.layered_flow=true")
+    assert "except model.layered_flow" in capsys.readouterr().out
+    options = json.loads((run_dir / "options.json").read_text())
+    assert options["model"]["layered_flow"] is True
+    assert options["model"]["decoder_channels"] == list(exported.config.decoder_channels)  # the rest: the export's
+    state = checkpoint(run_dir, 1)["model"]
+    for k, v in exported.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(state[k], v, atol=1e-6, rtol=0)
+    with pytest.raises(SystemExit) as e:
+        run("image", tmp_path, "wider", "--init-from", str(root / "export"), "--max-steps", "1",
+            "--set", "model.base_channels=8")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "model.base_channels would change the weights" in err and "Traceback" not in err
+    assert not C.list_checkpoints(tmp_path / "wider" / "checkpoints")
 
 
 def test_killed_process_leaves_a_resumable_run(tmp_path):

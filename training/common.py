@@ -28,7 +28,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -606,22 +606,37 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         b_ema.copy_(b)
 
 
-def build_stage_model(model_cls, options, dist: Distributed, what: str) -> torch.nn.Module:
+def cli_model_keys(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The ``model.*`` options given on the command line (without the prefix), e.g. ``["layered_flow"]``."""
+    return [key[len("model."):] for key, _ in cli_overrides(parser, args) if key.startswith("model.")]
+
+
+def build_stage_model(model_cls, options, dist: Distributed, what: str, keep: Sequence[str] = ()) -> torch.nn.Module:
     """A fresh ``model_cls(options.model)``, or one initialised from ``--init-from``.
 
-    With ``--init-from`` the exported stage's config replaces ``options.model`` (at the run's ``image_size``) and
-    its weights are loaded strictly; a bad folder raises ``ValueError`` for the script to report.
+    With ``--init-from`` the exported stage's config replaces ``options.model`` (at the run's ``image_size``),
+    except the ``keep`` keys (the ``model.*`` options given with ``--set``, see :func:`cli_model_keys`), and its
+    weights are loaded strictly, so a kept option may change how the network runs but not its weights' shapes.
+    A bad folder, or a kept option that would change the weights, raises ``ValueError`` for the script to report.
     """
     if not options.init_from:
         return model_cls(options.model)
     from training.export import load_stage_weights
 
     loaded = load_stage_weights(options.init_from, model_cls)
-    config = {**loaded.config.to_dict(), "image_size": list(options.image_size)}
+    given = options.model.to_dict()
+    config = {**loaded.config.to_dict(), **{k: given[k] for k in keep}, "image_size": list(options.image_size)}
     options.model = model_cls.config_class.from_dict(config)
     model = model_cls(options.model)
-    model.load_state_dict(loaded.state_dict())
-    say(dist, f"initialised the {what} from {options.init_from} (its model config replaces model.*)")
+    try:
+        model.load_state_dict(loaded.state_dict())
+    except RuntimeError as e:
+        changed = ", ".join(f"model.{k}" for k in keep) or "the config"
+        first = str(e).strip().splitlines()[-1].strip()
+        raise ValueError(f"{changed} would change the weights of {options.init_from} (first problem: {first}); "
+                         "only options that keep them can be set") from None
+    kept = f", except {', '.join(f'model.{k}' for k in keep)}" if keep else ""
+    say(dist, f"initialised the {what} from {options.init_from} (its model config replaces model.*{kept})")
     return model
 
 

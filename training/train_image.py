@@ -127,7 +127,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
     # 2. Networks (same initialisation on every rank), EMA copy, optimisers, VGG for the perceptual loss.
     C.seed_everything(options.seed)
     try:
-        generator = C.prepare_module(C.build_stage_model(ImageGenerator, options, dist, "generator"), options, dist)
+        keep = C.cli_model_keys(parser, args)  # model.* options given with --set win over --init-from's config
+        generator = C.prepare_module(C.build_stage_model(ImageGenerator, options, dist, "generator", keep), options, dist)
     except ValueError as e:  # --init-from: not a checkpoint folder, wrong class, corrupt weights
         parser.error(f"--init-from: {e}")
     disc = C.prepare_module(MultiscaleDiscriminator(options.disc), options, dist)

@@ -130,7 +130,8 @@ def train(options: VideoTrainOptions, dist: C.Distributed, args, parser) -> Path
     # 2. Network (same initialisation on every rank), EMA copy, optimiser, VGG for the perceptual term.
     C.seed_everything(options.seed)
     try:
-        model = C.prepare_module(C.build_stage_model(FlowPredictor, options, dist, "flow predictor"), options, dist)
+        keep = C.cli_model_keys(parser, args)  # model.* options given with --set win over --init-from's config
+        model = C.prepare_module(C.build_stage_model(FlowPredictor, options, dist, "flow predictor", keep), options, dist)
     except ValueError as e:  # --init-from: not a checkpoint folder, wrong class, corrupt weights
         parser.error(f"--init-from: {e}")
     ema = C.make_ema(model) if options.ema_decay > 0 else None

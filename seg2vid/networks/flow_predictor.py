@@ -11,6 +11,7 @@ Parts, one module each:
   sees the video only on its own (foreground or background) pixels of frame 0;
 * :class:`~seg2vid.networks.flow_decoder.FlowDecoder` — (z, z_I0, skips) → W^f, W^b, O^f, O^b at 1/2 resolution;
   with ``gate_z`` (two_path) z_FG reaches it only where frame 0 has foreground, z_BG where it has background;
+  with ``layered_flow`` it runs once per half of z and the two passes are composed per pixel (:meth:`_compose`);
 * :class:`~seg2vid.networks.refiner.Refiner` — the U-Net P of Eq. 2.
 
 What is sampled: at inference z = [z_FG, z_BG] ~ N(0, I) (:meth:`FlowPredictor.sample_z`), or, with
@@ -56,6 +57,8 @@ class ImageEncoding:
     # gate_z: per bottleneck cell (B, 1, H/16, W/16), how much z_FG (any foreground pixel: 1) and z_BG (its share
     # of background pixels) reach it
     z_gates: tuple[torch.Tensor, torch.Tensor] | None = None
+    # layered_flow: frame 0's foreground, (B, 1, H, W) in {0, 1} — the layer the z_FG pass supplies
+    layer_mask: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -71,6 +74,7 @@ class ImageEncoding:
             frame0=self.frame0.expand(batch_size, -1, -1, -1),
             skips=tuple(s.expand(batch_size, -1, -1, -1) for s in self.skips),
             z_gates=None if self.z_gates is None else tuple(g.expand(batch_size, -1, -1, -1) for g in self.z_gates),
+            layer_mask=None if self.layer_mask is None else self.layer_mask.expand(batch_size, -1, -1, -1),
         )
 
 
@@ -200,7 +204,7 @@ class FlowPredictor(nn.Module):
     @property
     def gates_z(self) -> bool:
         """Whether z_FG and z_BG act only on their own cells of the decoder's bottleneck (config ``gate_z``)."""
-        return self.config.gate_z and self.config.semantics == "two_path"
+        return self.config.gate_z and self.config.semantics == "two_path" and not self.config.layered_flow
 
     @property
     def size_multiple(self) -> int:
@@ -234,13 +238,16 @@ class FlowPredictor(nn.Module):
         x = frame0 if self.config.semantics == "none" else torch.cat([frame0, heatmaps.to(frame0.dtype)], dim=1)
         features = self.image_encoder(x)  # fine → coarse; the last is z_I0
         skips = self.flow_decoder.project_skips(features)
-        z_gates = None
-        if self.gates_z:
+        z_gates = layer_mask = None
+        if self.gates_z or self.config.layered_flow:
             fg = split_fg_bg(heatmaps.to(frame0.dtype))[0].sum(1, keepdim=True).clamp(0, 1)  # (B, 1, H, W)
+        if self.gates_z:
             cells = skips[0].shape[-2:]
             z_gates = (F.adaptive_max_pool2d(fg, cells),  # z_FG: any foreground pixel opens a cell
                        1 - F.adaptive_avg_pool2d(fg, cells))  # z_BG: in proportion to the background share
-        return ImageEncoding(frame0=frame0, skips=skips, z_gates=z_gates)
+        if self.config.layered_flow:
+            layer_mask = fg
+        return ImageEncoding(frame0=frame0, skips=skips, z_gates=z_gates, layer_mask=layer_mask)
 
     def encode_motion(self, video: torch.Tensor, heatmaps: torch.Tensor | None) -> MotionPosterior:
         """Q(z | V, I0): video (B, T+1, 3, H, W) in [-1, 1], frame 0 first; heatmaps (B, 19, H, W) of frame 0."""
@@ -271,10 +278,12 @@ class FlowPredictor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw (z_fg (B, z_fg_dim), z_bg (B, z_bg_dim)) from the prior — what inference samples: N(0, I), or
         with ``fitted_prior`` the same ε mapped through the fitted N(m, L Lᵀ), z = m + L ε, or (``prior_components``
-        N) through one of its N components, z = mu_n + σ_n ⊙ ε, n uniform and drawn separately for each half.
+        N) through one of its N components, z = mu_n + σ_n ⊙ ε, n uniform and drawn separately for each half
+        (or, with ``joint_prior``, once for both).
 
         ε_fg is drawn first, then ε_bg, then (mixture only) n_fg and n_bg, on ``generator``'s device (so a CPU
-        generator gives the same z on every machine); the result is moved to ``device`` (default: the model's).
+        generator gives the same z on every machine; with ``joint_prior`` n_fg is used for both halves); the
+        result is moved to ``device`` (default: the model's).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -285,6 +294,8 @@ class FlowPredictor(nn.Module):
         z_bg = torch.randn(batch_size, self.config.z_bg_dim, generator=generator, device=draw_on)
         if self.config.prior_components:  # z = mu_n + σ_n ⊙ ε
             n = torch.randint(self.config.prior_components, (2, batch_size), generator=generator, device=draw_on)
+            if self.config.joint_prior:  # one training clip for both halves
+                n = n[:1].expand(2, batch_size)
             means_fg, stds_fg = (getattr(self, f"prior_{k}_fg").to(draw_on, z_fg.dtype) for k in ("means", "stds"))
             means_bg, stds_bg = (getattr(self, f"prior_{k}_bg").to(draw_on, z_bg.dtype) for k in ("means", "stds"))
             z_fg = means_fg[n[0]] + stds_fg[n[0]] * z_fg
@@ -373,9 +384,15 @@ class FlowPredictor(nn.Module):
         h, w = enc.frame0.shape[-2:]
 
         # 1. Flow decoder at 1/2 resolution: tanh-bounded flows and sigmoid occlusions (or tanh pixels), then
-        #    bilinear upsampling to the frame size.
+        #    bilinear upsampling to the frame size. layered_flow: a batch of 2B, the z_FG pass then the z_BG pass.
         z = torch.cat([z_fg, z_bg], dim=1).to(enc.frame0.dtype)  # (B, |z|)
-        raw = self.flow_decoder(enc.skips, z, enc.z_gates).contiguous()  # (B·T, 6 or 3, H/2, W/2)
+        skips = enc.skips
+        if self.config.layered_flow:
+            split = self.config.z_fg_dim
+            z = torch.cat([torch.cat([z[:, :split], torch.zeros_like(z[:, split:])], 1),  # [z_FG, 0]
+                           torch.cat([torch.zeros_like(z[:, :split]), z[:, split:]], 1)])  # [0, z_BG]: (2B, |z|)
+            skips = tuple(torch.cat([s, s]) for s in skips)
+        raw = self.flow_decoder(skips, z, enc.z_gates).contiguous()  # ((1 or 2)·B·T, 6 or 3, H/2, W/2)
         if self.config.use_flow:
             half = torch.cat([torch.tanh(raw[:, 0:4]), torch.sigmoid(raw[:, 4:6])], dim=1)
         else:
@@ -392,6 +409,9 @@ class FlowPredictor(nn.Module):
             if motion_scale < 1:
                 occ = 1 - motion_scale * (1 - occ)
             occ_fwd, occ_bwd = occ[:, 0:1], occ[:, 1:2]
+            if self.config.layered_flow:
+                composed = self._compose(enc.layer_mask, flow_fwd, flow_bwd, occ_fwd, occ_bwd)
+                flow_fwd, flow_bwd, occ_fwd, occ_bwd = composed  # (B·T, ., H, W) each
             # 3. Eq. 2: warped_t(x) = o^b_t(x) · I0(x + w^b_t(x)).
             warped = occ_bwd * warp(frame0, flow_bwd)
         else:
@@ -415,6 +435,26 @@ class FlowPredictor(nn.Module):
             warped=video(warped),
             frames=video(frames),
         )
+
+    @staticmethod
+    def _compose(mask: torch.Tensor, flow_fwd, flow_bwd, occ_fwd, occ_bwd):
+        """layered_flow: the two passes (each (2·B·T, C, H, W), the z_FG pass first) → one motion (B·T, C, H, W).
+
+        Frame 0's foreground ``mask`` (B, 1, H, W) picks the pass for what is indexed by frame-0 pixels (w^f, o^f).
+        What is indexed by frame-t pixels (w^b, o^b) takes the foreground pass where frame t shows an object, i.e.
+        where the object's own backward flow leads back onto frame 0's foreground, m_t(x) = m_0(x + w^b_FG,t(x)),
+        so that a moving object carries its layer with it.
+        """
+        b, t = mask.shape[0], flow_fwd.shape[0] // (2 * mask.shape[0])
+        m0 = mask.unsqueeze(1).expand(b, t, *mask.shape[1:]).reshape(b * t, *mask.shape[1:])  # (B·T, 1, H, W)
+        fg_bwd = flow_bwd[: b * t]
+        mt = warp(m0, fg_bwd)  # (B·T, 1, H, W): frame t's foreground
+
+        def mix(x, m):  # z_FG pass on m, z_BG pass elsewhere
+            fg, bg = x.split(b * t)
+            return m * fg + (1 - m) * bg
+
+        return mix(flow_fwd, m0), mix(flow_bwd, mt), mix(occ_fwd, m0), mix(occ_bwd, mt)
 
     def forward(
         self,
