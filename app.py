@@ -363,10 +363,10 @@ def build_demo(app: Seg2VidApp) -> gr.Blocks:
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, scale=3)
                     dice = gr.Button("Random seed", scale=1)
                 fg = gr.Slider(-1, 1, value=0, step=0.02, label="Foreground motion (z_FG)",
-                               info="Moves along a smooth path of object motions (cars, people, bikes: paint some "
-                                    "to see it act)", elem_id="fg-slider")
+                               info="How the objects move in the picture (cars, people, bikes: paint some to see "
+                                    "it act)", elem_id="fg-slider")
                 bg = gr.Slider(-1, 1, value=0, step=0.02, label="Background motion (z_BG, camera)",
-                               info="Moves along a smooth path of camera motions", elem_id="bg-slider")
+                               info="How the street, buildings and sky move: the camera", elem_id="bg-slider")
                 strength = gr.Slider(0, 2, value=1, step=0.05, label="Motion strength",
                                      info="Scales the predicted flow (0 = still)", elem_id="strength-slider")
                 with gr.Accordion("Animate your own photo (optional)", open=False):

@@ -167,7 +167,9 @@ class FlowPredictorConfig(_Config):
     # each pass supplies the flows and occlusions of its own layer: the foreground pass on the objects of frame 0
     # (carried along by their own backward flow in frame t), the background pass everywhere else. A new z_FG then
     # cannot move the street and a new z_BG cannot move the objects, whatever the decoder learns; the camera's
-    # motion of the objects is z_FG's to carry. Replaces gate_z; costs a second decoder pass. False: one pass.
+    # motion of the objects is z_FG's to carry. The composition by the semantic mask follows vid2vid's
+    # foreground-background prior (Wang et al., NeurIPS 2018, Eq. 9). Replaces gate_z; costs a second decoder
+    # pass. False: one pass.
     layered_flow: bool = False
     use_flow: bool = True  # False: Fig. 9 "w/o flow" — the decoder outputs pixels directly
 

@@ -61,6 +61,9 @@ C.register_model_presets(STAGE, {
              "model.decoder_channels": (8, 4), "model.decoder_full_3d_levels": 1, "model.refiner_channels": (4, 8)},
     "cityscapes-128x256": _PAPER_WIDTHS,
     "cityscapes-256x512": _PAPER_WIDTHS,
+    # The bundled model: layered flow (each half of z moves only its own layer; config.py), and after
+    # fit_prior.py both halves drawn from one training clip.
+    "synthcity-128x256": {"model.layered_flow": True, "model.joint_prior": True},
 })
 
 
