@@ -385,12 +385,11 @@ class FlowPredictor(nn.Module):
 
         # 1. Flow decoder at 1/2 resolution: tanh-bounded flows and sigmoid occlusions (or tanh pixels), then
         #    bilinear upsampling to the frame size. layered_flow: a batch of 2B, the z_FG pass then the z_BG pass.
-        z = torch.cat([z_fg, z_bg], dim=1).to(enc.frame0.dtype)  # (B, |z|)
+        z_fg, z_bg = z_fg.to(enc.frame0.dtype), z_bg.to(enc.frame0.dtype)
+        z = torch.cat([z_fg, z_bg], dim=1)  # (B, |z|)
         skips = enc.skips
-        if self.config.layered_flow:
-            split = self.config.z_fg_dim
-            z = torch.cat([torch.cat([z[:, :split], torch.zeros_like(z[:, split:])], 1),  # [z_FG, 0]
-                           torch.cat([torch.zeros_like(z[:, :split]), z[:, split:]], 1)])  # [0, z_BG]: (2B, |z|)
+        if self.config.layered_flow:  # [z_FG, 0] then [0, z_BG]: (2B, |z|)
+            z = torch.cat([torch.cat([z_fg, torch.zeros_like(z_bg)], 1), torch.cat([torch.zeros_like(z_fg), z_bg], 1)])
             skips = tuple(torch.cat([s, s]) for s in skips)
         raw = self.flow_decoder(skips, z, enc.z_gates).contiguous()  # ((1 or 2)·B·T, 6 or 3, H/2, W/2)
         if self.config.use_flow:
@@ -445,13 +444,12 @@ class FlowPredictor(nn.Module):
         where the object's own backward flow leads back onto frame 0's foreground, m_t(x) = m_0(x + w^b_FG,t(x)),
         so that a moving object carries its layer with it.
         """
-        b, t = mask.shape[0], flow_fwd.shape[0] // (2 * mask.shape[0])
-        m0 = mask.unsqueeze(1).expand(b, t, *mask.shape[1:]).reshape(b * t, *mask.shape[1:])  # (B·T, 1, H, W)
-        fg_bwd = flow_bwd[: b * t]
-        mt = warp(m0, fg_bwd)  # (B·T, 1, H, W): frame t's foreground
+        bt = flow_fwd.shape[0] // 2
+        m0 = mask.repeat_interleave(bt // mask.shape[0], dim=0)  # (B·T, 1, H, W), frames b-major
+        mt = warp(m0, flow_bwd[:bt])  # (B·T, 1, H, W): frame t's foreground, by the z_FG pass's own flow
 
         def mix(x, m):  # z_FG pass on m, z_BG pass elsewhere
-            fg, bg = x.split(b * t)
+            fg, bg = x.split(bt)
             return m * fg + (1 - m) * bg
 
         return mix(flow_fwd, m0), mix(flow_bwd, mt), mix(occ_fwd, m0), mix(occ_bwd, mt)
