@@ -277,7 +277,23 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     md = (out / "metrics.md").read_text()
     assert "| Metric | mean over z | best of 3 | baseline |" in md and "Backward-flow EPE" in md
     assert f"{s['psnr']['mean']:.3f}" in md
+    gains = s["psnr_gain_over_copy"]
+    assert gains["all"]["clips"] == 2 == gains["camera_still"]["clips"] + gains["camera_moving"]["clips"]
+    assert gains["all"]["mean"] == pytest.approx(s["psnr"]["best_of_3"] - s["psnr"]["copy_first_frame"])
+    assert f"| all clips | 2 | {gains['all']['mean']:.2f} |" in md
     assert md in capsys.readouterr().out
+
+
+def test_psnr_gain_is_split_by_camera():
+    best = np.array([30.0, 25.0, 40.0, 22.0])
+    copy = np.array([20.0, 24.0, 100.0, 21.0])  # clip 2: nothing moved, copying is exact (the PSNR cap)
+    still = np.array([False, False, True, False])
+    g = evaluate.psnr_gain_by_camera(best, copy, still)
+    assert g["all"] == {"clips": 4, "mean": pytest.approx((10 + 1 - 60 + 1) / 4), "median": pytest.approx(1.0)}
+    assert g["camera_still"] == {"clips": 1, "mean": pytest.approx(-60.0), "median": pytest.approx(-60.0)}
+    assert g["camera_moving"]["clips"] == 3 and g["camera_moving"]["mean"] == pytest.approx(4.0)
+    empty = evaluate.psnr_gain_by_camera(best, copy, np.zeros(4, bool))["camera_still"]
+    assert empty["clips"] == 0 and math.isnan(empty["mean"]) and math.isnan(empty["median"])
 
 
 @pytest.mark.parametrize(
