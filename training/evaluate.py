@@ -209,7 +209,8 @@ def psnr_gain_by_camera(best: np.ndarray, copy: np.ndarray, still: np.ndarray) -
 
     ``best``, ``copy`` (clips,) in dB; ``still`` (clips,) bool. The mean over clips of a PSNR is dominated by its
     highest values: on a clip where nothing moves the copied frame *is* the truth (``PSNR_CAP_DB``), so one such
-    clip moves the mean gain by about a dB in a hundred. The median and the still / moving split show that.
+    clip among a hundred can take most of a dB off the mean gain. The median and the still / moving split show it.
+    A group without clips has NaN mean and median (``null`` in metrics.json, "–" in the table).
     """
     gain = np.asarray(best, np.float64) - np.asarray(copy, np.float64)
     still = np.asarray(still, bool)
