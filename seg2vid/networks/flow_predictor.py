@@ -386,11 +386,11 @@ class FlowPredictor(nn.Module):
         # 1. Flow decoder at 1/2 resolution: tanh-bounded flows and sigmoid occlusions (or tanh pixels), then
         #    bilinear upsampling to the frame size. layered_flow: a batch of 2B, the z_FG pass then the z_BG pass.
         z_fg, z_bg = z_fg.to(enc.frame0.dtype), z_bg.to(enc.frame0.dtype)
-        z = torch.cat([z_fg, z_bg], dim=1)  # (B, |z|)
-        skips = enc.skips
         if self.config.layered_flow:  # [z_FG, 0] then [0, z_BG]: (2B, |z|)
             z = torch.cat([torch.cat([z_fg, torch.zeros_like(z_bg)], 1), torch.cat([torch.zeros_like(z_fg), z_bg], 1)])
-            skips = tuple(torch.cat([s, s]) for s in skips)
+            skips = tuple(torch.cat([s, s]) for s in enc.skips)
+        else:
+            z, skips = torch.cat([z_fg, z_bg], dim=1), enc.skips  # (B, |z|)
         raw = self.flow_decoder(skips, z, enc.z_gates).contiguous()  # ((1 or 2)·B·T, 6 or 3, H/2, W/2)
         if self.config.use_flow:
             half = torch.cat([torch.tanh(raw[:, 0:4]), torch.sigmoid(raw[:, 4:6])], dim=1)
