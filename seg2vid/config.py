@@ -135,9 +135,13 @@ class DiscriminatorConfig(_Config):
     base_channels: int = 32
     num_layers: int = 3  # stride-2 convolutions per scale
     num_scales: int = 2  # the input is average-pooled by 2 between scales
+    # widths (at 1, 1/2, 1/4, ...) of the U-Net segmentation discriminator, built only when loss.lambda_seg > 0
+    seg_channels: tuple[int, ...] = (16, 32, 64, 96, 128)
 
     def validate(self) -> None:
-        _positive(self, "num_classes", "base_channels", "num_layers", "num_scales")
+        _positive(self, "num_classes", "base_channels", "num_layers", "num_scales", "seg_channels")
+        if len(self.seg_channels) < 2:
+            raise ValueError("DiscriminatorConfig: seg_channels needs at least two levels.")
 
 
 @dataclass
@@ -278,8 +282,13 @@ class ImageGANLossWeights(_Config):
     lambda_vgg: float = 10.0  # VGG-19 perceptual loss (skipped when no VGG weights are available)
     # Not in pix2pixHD: pix2pix's L1 to the real frame; 0 = off. A cheap stand-in when no VGG weights exist.
     lambda_l1: float = 0.0
+    # Not in pix2pixHD: OASIS's adversarial supervision (Schönfeld et al., ICLR 2021), added to the terms above.
+    # A U-Net discriminator segments images into the N classes plus "fake"; the generator minimises its
+    # class-balanced cross-entropy of the generated pixels to their label-map classes, so every region, thin and
+    # rare classes included, must look like its class to a segmenter that is learning to catch fakes. 0 = off.
+    lambda_seg: float = 0.0
 
     def validate(self) -> None:
         if self.gan_mode not in ("lsgan", "hinge"):
             raise ValueError(f"ImageGANLossWeights: gan_mode must be 'lsgan' or 'hinge'; got {self.gan_mode!r}.")
-        _non_negative(self, "lambda_gan", "lambda_fm", "lambda_vgg", "lambda_l1")
+        _non_negative(self, "lambda_gan", "lambda_fm", "lambda_vgg", "lambda_l1", "lambda_seg")

@@ -1,4 +1,5 @@
-"""Training losses of seg2vid: the stage-2 cVAE loss (paper Eq. 3–7) and the stage-1 pix2pixHD losses.
+"""Training losses of seg2vid: the stage-2 cVAE loss (paper Eq. 3–7) and the stage-1 pix2pixHD losses (plus OASIS's
+segmentation-adversarial loss, optional).
 
 Pure functions of tensors. Conventions (DESIGN.md, :mod:`seg2vid.warp`): frames in [-1, 1]; flows in pixels,
 (dx, dy); ``I_t(x) ≈ I_0(x + w^b_t(x))`` and ``I_0(x) ≈ I_t(x + w^f_t(x))``; occlusion maps 1 = visible.
@@ -36,6 +37,8 @@ __all__ = [
     "cvae_loss",
     "gan_loss",
     "feature_matching_loss",
+    "class_balance_weights",
+    "segmentation_adversarial_loss",
 ]
 
 
@@ -266,3 +269,37 @@ def feature_matching_loss(fake_outputs: list[list[torch.Tensor]], real_outputs: 
             raise ValueError("feature_matching_loss: each scale needs the same ≥2 layers for fake and real.")
         losses += [(f.float() - r.detach().float()).abs().mean() for f, r in zip(fake[:-1], real[:-1])]
     return torch.stack(losses).mean()
+
+
+def class_balance_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """OASIS's per-pixel class-balancing weights: trainIds (B, H, W) → weights (B, H, W).
+
+    Each present class gets the weight ``P / (K · n_c)`` (P labelled pixels in the batch, K classes present, n_c
+    pixels of class c), so every present class carries the same total weight and the mean weight over labelled
+    pixels is 1. Ignored pixels (any id outside 0 … num_classes−1, e.g. ``IGNORE_ID``) get 0.
+    """
+    valid = (labels >= 0) & (labels < num_classes)
+    ids = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    counts = torch.bincount(ids[valid], minlength=num_classes).float()
+    present = (counts > 0).sum().clamp(min=1)
+    coefficients = valid.sum() / (present * counts.clamp(min=1))
+    return coefficients[ids] * valid
+
+
+def segmentation_adversarial_loss(logits: torch.Tensor, labels: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+    """OASIS adversarial loss on ``SegmentationDiscriminator`` logits (B, N + 1, H, W), N = label classes.
+
+    ``target_is_real=True``: the class-balanced cross-entropy of every labelled pixel to its label class (the
+    discriminator on real images, and the generator on its own images); ``False``: the cross-entropy of every
+    pixel to the "fake" class N (the discriminator on generated images). Mean over pixels.
+    """
+    if logits.dim() != 4 or labels.shape != (logits.shape[0], *logits.shape[-2:]):
+        raise ValueError(f"segmentation_adversarial_loss: logits (B, N+1, H, W) and labels (B, H, W) must agree; "
+                         f"got {tuple(logits.shape)} and {tuple(labels.shape)}.")
+    num_classes = logits.shape[1] - 1
+    logits = logits.float()
+    if not target_is_real:
+        return F.cross_entropy(logits, torch.full_like(labels, num_classes, dtype=torch.long))
+    weights = class_balance_weights(labels, num_classes)
+    targets = torch.where(weights > 0, labels, torch.zeros_like(labels)).long()
+    return (F.cross_entropy(logits, targets, reduction="none") * weights).mean()

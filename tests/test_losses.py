@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from seg2vid.config import DiscriminatorConfig, FlowPredictorConfig, LossWeights
+from seg2vid.labels import IGNORE_ID
 from seg2vid.losses import (
+    class_balance_weights,
     consistency_loss,
     cvae_loss,
     feature_matching_loss,
@@ -16,11 +18,13 @@ from seg2vid.losses import (
     normalised_flow,
     occlusion_penalty,
     reconstruction_loss,
+    segmentation_adversarial_loss,
     smoothness_loss,
     supervised_flow_loss,
     vgg_loss,
 )
 from seg2vid.networks import FlowPrediction, FlowPredictor, MotionPosterior, MultiscaleDiscriminator, VGGFeatures
+from seg2vid.networks.discriminator import SegmentationDiscriminator
 from seg2vid.warp import valid_mask
 
 H, W, T = 24, 40, 3
@@ -304,3 +308,47 @@ def test_feature_matching_on_discriminator_outputs():
     assert gan_loss(out_fake, True).dim() == 0
     with pytest.raises(ValueError):
         feature_matching_loss(out_fake, out_real[:1])
+
+
+def test_class_balance_weights_give_every_present_class_the_same_total_weight():
+    # 7 labelled pixels (class 0 ×4, class 3 ×2, class 5 ×1) and one ignored: P = 7, K = 3 → 7/(3·n_c).
+    labels = torch.tensor([[[0, 0, 0, 0], [3, 3, IGNORE_ID, 5]]])
+    w = class_balance_weights(labels, 19)
+    assert w[0, 0].tolist() == pytest.approx([7 / 12] * 4)
+    assert w[0, 1].tolist() == pytest.approx([7 / 6, 7 / 6, 0.0, 7 / 3])
+    assert float(w[0, 0].sum()) == pytest.approx(float(w[0, 1, :2].sum())) == pytest.approx(float(w[0, 1, 3]))
+    assert float(w[labels != IGNORE_ID].mean()) == pytest.approx(1.0)
+
+
+def test_segmentation_adversarial_loss_follows_its_definition():
+    labels = torch.tensor([[[0, 0, 0, 1]]])  # (1, 1, 4): class 1 is rare
+    confident = torch.full((1, 20, 1, 4), -20.0)  # 19 classes + fake
+    for x, c in enumerate(labels[0, 0].tolist()):
+        confident[0, c, 0, x] = 20.0
+    assert float(segmentation_adversarial_loss(confident, labels, True)) < 1e-6
+    assert float(segmentation_adversarial_loss(confident, labels, False)) > 30  # nothing was called fake
+    fake = torch.full((1, 20, 1, 4), -20.0)
+    fake[:, 19] = 20.0
+    assert float(segmentation_adversarial_loss(fake, labels, False)) < 1e-6
+    # Uniform logits: CE = log 20 on every pixel, and the balanced weights average to 1.
+    uniform = torch.zeros(1, 20, 1, 4)
+    assert float(segmentation_adversarial_loss(uniform, labels, True)) == pytest.approx(math.log(20), rel=1e-5)
+    # Missing the one rare pixel costs as much as missing all three common ones (balanced classes).
+    miss_rare, miss_common = confident.clone(), confident.clone()
+    miss_rare[0, :, 0, 3] = 0.0
+    miss_common[0, :, 0, :3] = 0.0
+    assert float(segmentation_adversarial_loss(miss_rare, labels, True)) == pytest.approx(
+        float(segmentation_adversarial_loss(miss_common, labels, True)), rel=1e-4)
+    with pytest.raises(ValueError, match="must agree"):
+        segmentation_adversarial_loss(uniform, labels[0], True)
+
+
+def test_segmentation_discriminator_segments_into_the_classes_plus_fake():
+    torch.manual_seed(0)
+    disc = SegmentationDiscriminator(DiscriminatorConfig(seg_channels=(4, 8)))
+    image = (torch.rand(2, 3, 16, 32) * 2 - 1).requires_grad_(True)
+    logits = disc(image)
+    assert logits.shape == (2, 20, 16, 32) and disc.fake_class == 19
+    labels = torch.randint(0, 19, (2, 16, 32))
+    segmentation_adversarial_loss(logits, labels, True).backward()
+    assert image.grad.abs().sum() > 0  # the generator gets a gradient through it

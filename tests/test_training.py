@@ -7,6 +7,7 @@ temporary runs folder, on the CPU.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -463,6 +464,26 @@ def test_stage1_l1_term_enters_the_generator_loss_with_its_weight(tmp_path):
     assert off["g_l1"] == 0 and on["g_l1"] > 0.01
     # Same seed, same batch, same first step: the L1 term is the only difference between the two losses.
     assert on["loss_g"] - off["loss_g"] == pytest.approx(5 * on["g_l1"], rel=1e-3)
+
+
+def test_stage1_segmentation_discriminator_trains_resumes_exactly_and_enters_the_loss(tmp_path):
+    """loss.lambda_seg > 0 adds OASIS's D_seg: its weights and optimiser are checkpointed and resumed bitwise."""
+    straight = run("image", tmp_path, "seg-straight", "--set", "loss.lambda_seg=2")
+    resumed = run("image", tmp_path, "seg-resumed", "--max-steps", "2", "--set", "loss.lambda_seg=2")
+    run("image", tmp_path, "seg-resumed", "--max-steps", str(STEPS))
+    a, b = checkpoint(straight, STEPS), checkpoint(resumed, STEPS)
+    for key in ("model", "discriminator", "seg_discriminator", "optimizer_seg"):
+        assert_same_tensors(a[key], b[key], key)
+    assert "seg_discriminator" not in checkpoint(run("image", tmp_path, "seg-off", "--max-steps", "2"), 2)
+
+    rows = [dict(zip(*(line.split(",") for line in ((straight / "log.csv").read_text().splitlines()[0], r))))
+            for r in (straight / "log.csv").read_text().splitlines()[1:]]
+    first = {k: float(v) for k, v in rows[0].items()}
+    # Before D_seg has learnt anything its 20 logits are nearly uniform: cross-entropies near log 20.
+    assert 0.5 * math.log(20) < first["g_seg"] < 2 * math.log(20)
+    assert first["dseg_real"] > 0 and first["dseg_fake"] > 0
+    parts = first["g_gan"] + 10 * first["g_fm"] + 2 * first["g_seg"]  # the tiny preset: no VGG, no L1
+    assert first["loss_g"] == pytest.approx(parts, rel=1e-3)
 
 
 def test_torchrun_two_processes_then_resume_in_one(tmp_path):

@@ -6,6 +6,11 @@ are trained in alternation with their own Adam optimisers:
     D step:  L_D = ½ [ gan(D(S, I), real) + gan(D(S, G(S)), fake) ]                 (LSGAN or hinge)
     G step:  L_G = λ_gan · gan(D(S, G(S)), real) + λ_fm · FM(D; G(S), I) + λ_vgg · VGG(G(S), I)
                    [+ λ_l1 · |G(S) − I|₁, pix2pix's term, off by default: ``--set loss.lambda_l1=10``]
+                   [+ λ_seg · CE_w(D_seg(G(S)), S), OASIS's term, off by default: ``--set loss.lambda_seg=1``]
+
+With ``loss.lambda_seg > 0`` a second discriminator D_seg (``SegmentationDiscriminator``, OASIS) segments images
+into the 19 classes plus "fake"; it learns L_Dseg = CE_w(D_seg(I), S) + CE(D_seg(G(S)), fake), and the generator
+is asked for pixels that D_seg reads as their label-map class (CE_w: class-balanced cross-entropy).
 
 Training pairs are (frame, its one-hot label map); any frame of a clip can serve (``frames_per_clip``).
 
@@ -33,8 +38,8 @@ from tqdm import tqdm
 
 from seg2vid import labels as label_ops
 from seg2vid.config import DiscriminatorConfig, ImageGANLossWeights, ImageGeneratorConfig
-from seg2vid.losses import feature_matching_loss, gan_loss, vgg_loss
-from seg2vid.networks.discriminator import MultiscaleDiscriminator
+from seg2vid.losses import feature_matching_loss, gan_loss, segmentation_adversarial_loss, vgg_loss
+from seg2vid.networks.discriminator import MultiscaleDiscriminator, SegmentationDiscriminator
 from seg2vid.networks.image_generator import ImageGenerator
 from training import common as C
 
@@ -98,6 +103,12 @@ def discriminate(disc, heatmaps, fake, real):
     return [[f[:b] for f in scale] for scale in out], [[f[b:] for f in scale] for scale in out]
 
 
+def segment(seg_disc, fake, real):
+    """D_seg on fake and real in one batch (its batch norm then sees both) → (logits on fake, logits on real)."""
+    logits = seg_disc(torch.cat([fake, real]))  # (2B, N + 1, H, W)
+    return logits[: fake.shape[0]], logits[fake.shape[0] :]
+
+
 @torch.no_grad()
 def write_samples(generator, batch: dict, path: Path) -> torch.Tensor:
     """label colours | generated | real, one row per held-out example → ``path`` (PNG). Returns the grid."""
@@ -132,20 +143,25 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
     except ValueError as e:  # --init-from: not a checkpoint folder, wrong class, corrupt weights
         parser.error(f"--init-from: {e}")
     disc = C.prepare_module(MultiscaleDiscriminator(options.disc), options, dist)
+    seg_disc = (C.prepare_module(SegmentationDiscriminator(options.disc), options, dist)
+                if options.loss.lambda_seg > 0 else None)
     ema = C.make_ema(generator) if options.ema_decay > 0 else None
     opt_g = torch.optim.Adam(generator.parameters(), lr=options.lr, betas=(options.beta1, options.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=options.lr_d, betas=(options.beta1, options.beta2))
+    opt_s = (torch.optim.Adam(seg_disc.parameters(), lr=options.lr_d, betas=(options.beta1, options.beta2))
+             if seg_disc is not None else None)
     scaler = C.make_scaler(options, dist)
     try:
         vgg = C.load_vgg(options, dist)
     except ValueError as e:
         parser.error(f"--vgg-weights: {e}")
     stateful = {"model": generator, "model_ema": ema, "discriminator": disc, "optimizer": opt_g,
-                "optimizer_d": opt_d, "scaler": scaler}
+                "optimizer_d": opt_d, "seg_discriminator": seg_disc, "optimizer_seg": opt_s, "scaler": scaler}
     step, elapsed = C.restore_training_state(resumed[0], stateful) if resumed else (0, 0.0)
     if resumed:
         C.say(dist, f"resumed from {resumed[1]} at step {step}")
     g_train, d_train = C.wrap_module(generator, options, dist), C.wrap_module(disc, options, dist)
+    s_train = C.wrap_module(seg_disc, options, dist) if seg_disc is not None else None
 
     # 3. Data: (frame, labels) pairs; a held-out batch for the sample grids.
     try:
@@ -182,8 +198,11 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
     while step < options.max_steps:
         batch = C.to_device_batch(next(batches), dist, options)
         heatmaps, real = batch["heatmaps"], batch["image"]  # (B, 19, H, W), (B, 3, H, W) in [-1, 1]
+        labels = batch["labels"]  # (B, H, W) trainIds
         C.set_lr(opt_g, C.learning_rate(step, options.lr, options.max_steps, options.lr_decay_steps))
-        C.set_lr(opt_d, C.learning_rate(step, options.lr_d, options.max_steps, options.lr_decay_steps))
+        for opt in (opt_d, opt_s):
+            if opt is not None:
+                C.set_lr(opt, C.learning_rate(step, options.lr_d, options.max_steps, options.lr_decay_steps))
 
         # 5a. Discriminator step: real → real, G(S) (detached) → fake.
         with C.autocast(options, dist):
@@ -196,17 +215,35 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         scaler.scale(loss_d).backward()
         C.clip_gradients(scaler, opt_d, disc, options.grad_clip)
         scaler.step(opt_d)
+        loss_s = loss_s_real = loss_s_fake = real.new_zeros(())
+        if seg_disc is not None:  # OASIS: real pixels → their class, generated pixels → "fake"
+            with C.autocast(options, dist):
+                s_fake, s_real = segment(s_train, fake.detach(), real)
+                loss_s_real = segmentation_adversarial_loss(s_real, labels, True)
+                loss_s_fake = segmentation_adversarial_loss(s_fake, labels, False)
+                loss_s = loss_s_real + loss_s_fake
+            opt_s.zero_grad(set_to_none=True)
+            scaler.scale(loss_s).backward()
+            C.clip_gradients(scaler, opt_s, seg_disc, options.grad_clip)
+            scaler.step(opt_s)
 
-        # 5b. Generator step against the updated D (the bare module: D's weights get no gradient here).
-        disc.requires_grad_(False)
+        # 5b. Generator step against the updated D (the bare modules: the Ds' weights get no gradient here).
+        for d in (disc, seg_disc):
+            if d is not None:
+                d.requires_grad_(False)
         with C.autocast(options, dist):
             g_fake, g_real = discriminate(disc, heatmaps, fake, real)
             loss_gan = gan_loss(g_fake, True, w.gan_mode, for_discriminator=False)
             loss_fm = feature_matching_loss(g_fake, [[f.detach() for f in scale] for scale in g_real])
             loss_vgg = vgg_loss(vgg, fake, real) if vgg is not None else fake.new_zeros(())
             loss_l1 = (fake - real).abs().mean() if w.lambda_l1 > 0 else fake.new_zeros(())
-            loss_g = w.lambda_gan * loss_gan + w.lambda_fm * loss_fm + w.lambda_vgg * loss_vgg + w.lambda_l1 * loss_l1
-        disc.requires_grad_(True)
+            loss_seg = (segmentation_adversarial_loss(segment(seg_disc, fake, real)[0], labels, True)
+                        if seg_disc is not None else fake.new_zeros(()))
+            loss_g = (w.lambda_gan * loss_gan + w.lambda_fm * loss_fm + w.lambda_vgg * loss_vgg + w.lambda_l1 * loss_l1
+                      + w.lambda_seg * loss_seg)
+        for d in (disc, seg_disc):
+            if d is not None:
+                d.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
         C.clip_gradients(scaler, opt_g, generator, options.grad_clip)
@@ -221,7 +258,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         # 6. Logging, samples, checkpoints (rank 0 writes; every rank takes part in the collectives).
         if step % options.log_every == 0 or step == options.max_steps:
             terms = {"loss_g": loss_g, "g_gan": loss_gan, "g_fm": loss_fm, "g_vgg": loss_vgg, "g_l1": loss_l1,
-                     "loss_d": loss_d, "d_real": loss_d_real, "d_fake": loss_d_fake}
+                     "g_seg": loss_seg, "loss_d": loss_d, "d_real": loss_d_real, "d_fake": loss_d_fake,
+                     "dseg_real": loss_s_real, "dseg_fake": loss_s_fake}
             values = C.mean_across_ranks(dist, {k: float(v.detach()) for k, v in terms.items()})
             rate = meter.rate()
             logger.log(step, {"time": time.perf_counter() - t_start, "samples_per_s": rate,

@@ -1,4 +1,5 @@
-"""Stage-1 training: the pix2pixHD multi-scale PatchGAN discriminator on [heatmaps, image] pairs."""
+"""Stage-1 training: the pix2pixHD multi-scale PatchGAN discriminator on [heatmaps, image] pairs, and the optional
+OASIS segmentation discriminator on images alone."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig
 from .blocks import NEG_SLOPE
+from .segmenter import Segmenter, SegmenterConfig
 
-__all__ = ["PatchDiscriminator", "MultiscaleDiscriminator"]
+__all__ = ["PatchDiscriminator", "MultiscaleDiscriminator", "SegmentationDiscriminator"]
 
 
 class PatchDiscriminator(nn.Module):
@@ -79,3 +81,23 @@ class MultiscaleDiscriminator(nn.Module):
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             outputs.append(disc(x))
         return outputs
+
+
+class SegmentationDiscriminator(nn.Module):
+    """OASIS discriminator (Schönfeld et al., ICLR 2021): a U-Net that segments an image into N + 1 classes.
+
+    ``forward(image (B, 3, H, W)) -> logits (B, N + 1, H, W)``: classes 0 … N−1 are the label classes, class N
+    (``fake_class``) is "generated". It sees no label map: real pixels must be recognised as their class from
+    their looks alone. The network is the evaluation segmenter's U-Net architecture (``Segmenter``, widths
+    ``config.seg_channels``) with its own weights, trained only against the generator. Use with
+    :func:`seg2vid.losses.segmentation_adversarial_loss`.
+    """
+
+    def __init__(self, config: DiscriminatorConfig):
+        super().__init__()
+        self.config = config
+        self.fake_class = config.num_classes
+        self.net = Segmenter(SegmenterConfig(num_classes=config.num_classes + 1, channels=config.seg_channels))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
