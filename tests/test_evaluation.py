@@ -30,7 +30,7 @@ from seg2vid.evaluation import (
     region_change,
     ssim_per_frame,
 )
-from seg2vid.labels import NUM_CLASSES
+from seg2vid.labels import CLASSES, NUM_CLASSES
 from seg2vid.networks.flow_predictor import FlowPredictor
 from seg2vid.networks.image_generator import ImageGenerator
 from seg2vid.networks.segmenter import Segmenter, SegmenterConfig, load_segmenter, save_segmenter
@@ -269,8 +269,14 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     dis = s["disentanglement"]
     assert {"flow_ratio_fg_over_bg", "frame_ratio_fg_over_bg"} <= set(dis["z_fg_only"])
     assert {"flow_ratio_bg_over_fg", "frame_ratio_bg_over_fg"} <= set(dis["z_bg_only"])
-    assert 0 <= s["label_fidelity"]["generated_first_frame_miou"] <= 1
-    assert 0 <= s["label_fidelity"]["real_frame_miou"] <= 1
+    lf = s["label_fidelity"]
+    for key in ("generated_first_frame_miou", "real_frame_miou", "blurred_generated_first_frame_miou",
+                "blurred_real_frame_miou"):
+        assert 0 <= lf[key] <= 1
+    per_class = lf["per_class_iou"]
+    assert list(per_class) == [c.name for c in CLASSES]
+    present = [v["real"] for v in per_class.values() if v["real"] is not None]
+    assert present and lf["real_frame_miou"] == pytest.approx(sum(present) / len(present))
     numbers = list(_numbers(s))
     assert len(numbers) > 25 and all(math.isfinite(v) for v in numbers)
     assert "skipped" in metrics["cityscapes"]
@@ -281,6 +287,8 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     assert gains["all"]["clips"] == 2 == gains["camera_still"]["clips"] + gains["camera_moving"]["clips"]
     assert gains["all"]["mean"] == pytest.approx(s["psnr"]["best_of_3"] - s["psnr"]["copy_first_frame"])
     assert f"| all clips | 2 | {gains['all']['mean']:.2f} |" in md
+    assert (f"| The same on frames blurred (σ = 1 px): generated / real | "
+            f"{lf['blurred_generated_first_frame_miou']:.3f} / {lf['blurred_real_frame_miou']:.3f} |") in md
     assert md in capsys.readouterr().out
 
 
