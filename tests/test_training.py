@@ -142,6 +142,22 @@ def test_export_loads_in_pipeline_and_generates_video(runs):
         assert_same_tensors(load_file(again / sub / "model.safetensors"), load_file(folder / sub / "model.safetensors"))
 
 
+def test_export_of_an_earlier_step_takes_that_checkpoint(runs, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    _, out = runs
+    folder = export.main(["--image-run", str(out["image"][1]), "--image-step", "2", "--out", str(tmp_path / "e")])
+    weights = load_file(folder / "image_generator" / "model.safetensors")
+    assert_same_tensors(weights, checkpoint(out["image"][1], 2)["model_ema"])
+    assert not all(torch.equal(weights[k], v) for k, v in checkpoint(out["image"][1], STEPS)["model_ema"].items())
+    assert json.loads((folder / "image_generator" / "config.json").read_text())["metadata"]["steps"] == 2
+    for argv, message in ((["--image-run", str(out["image"][1]), "--image-step", "3"], "no checkpoint of step 3"),
+                          (["--video-step", "2"], "--video-step needs --video-run")):
+        with pytest.raises(SystemExit) as e:
+            export.main([*argv, "--out", str(tmp_path / "f")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_export_refuses_weights_its_options_do_not_describe(runs, tmp_path, capsys):
     """A run whose stored model options no longer describe its weights: a one-line error, no traceback."""
     import shutil

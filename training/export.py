@@ -48,16 +48,27 @@ def load_stage_weights(folder, model_class: type[nn.Module]) -> nn.Module:
     return load_stage(sub if sub.is_dir() else folder, model_class.__name__)
 
 
-def load_run(run_dir, use_ema: bool = True) -> tuple[nn.Module, dict]:
-    """The network of a training run's newest checkpoint and the metadata describing it.
+def load_run(run_dir, use_ema: bool = True, step: int | None = None) -> tuple[nn.Module, dict]:
+    """The network of a training run's newest checkpoint (or of its checkpoint at ``step``) and its metadata.
 
-    Raises ``ValueError`` when the folder holds no (loadable) checkpoint.
+    Raises ``ValueError`` when the folder holds no (loadable) checkpoint, or none of that step.
     """
     run = C.RunFolder(Path(run_dir))
-    latest = C.load_latest_checkpoint(run.checkpoints)
-    if latest is None:
-        raise ValueError(f"{run.root} holds no training checkpoint (expected {run.checkpoints}/step-*.pt)")
-    state, path = latest
+    if step is None:
+        latest = C.load_latest_checkpoint(run.checkpoints)
+        if latest is None:
+            raise ValueError(f"{run.root} holds no training checkpoint (expected {run.checkpoints}/step-*.pt)")
+        state, path = latest
+    else:
+        found = dict(C.list_checkpoints(run.checkpoints))
+        if step not in found:
+            raise ValueError(f"{run.root} has no checkpoint of step {step}; it has steps "
+                             f"{', '.join(map(str, found)) or 'none'}")
+        path = found[step]
+        try:
+            state = C.load_checkpoint(path)
+        except Exception as e:  # a damaged or foreign file
+            raise ValueError(f"cannot load {path}: {type(e).__name__}: {e}") from None
     options = json.loads(state["options"])
     class_name = STAGE_CLASSES[options["stage"]]
     model_class = _model_class(class_name)
@@ -84,9 +95,9 @@ def load_run(run_dir, use_ema: bool = True) -> tuple[nn.Module, dict]:
     return model.eval(), metadata
 
 
-def export_run(run_dir, out, use_ema: bool = True) -> Path:
+def export_run(run_dir, out, use_ema: bool = True, step: int | None = None) -> Path:
     """Write a run's network to ``out/<stage folder>`` (``image_generator`` or ``flow_predictor``)."""
-    model, metadata = load_run(run_dir, use_ema)
+    model, metadata = load_run(run_dir, use_ema, step)
     return save_stage(model, Path(out) / STAGE_FOLDERS[type(model).__name__], metadata)
 
 
@@ -114,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-run", type=Path, help="a stage-1 run folder (runs/<name>)")
     p.add_argument("--video-run", type=Path, help="a stage-2 run folder (runs/<name>)")
     p.add_argument("--out", type=Path, required=True, help="the pipeline folder to write (e.g. checkpoints/)")
+    p.add_argument("--image-step", type=int, metavar="N", help="export the stage-1 checkpoint of step N (default: newest)")
+    p.add_argument("--video-step", type=int, metavar="N", help="export the stage-2 checkpoint of step N (default: newest)")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="export the raw weights, not the EMA")
     p.add_argument("--model-card", type=Path, help="a Markdown file to write as OUT/README.md")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUT to this Hugging Face Hub model repo")
@@ -125,6 +138,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser = build_parser()
     args = parser.parse_args(argv)
     runs = {"image": args.image_run, "video": args.video_run}
+    steps = {"image": args.image_step, "video": args.video_step}
+    for stage, step in steps.items():
+        if step is not None and runs[stage] is None:
+            parser.error(f"--{stage}-step needs --{stage}-run")
     if not any(runs.values()) and not args.push_to_hub:
         parser.error("give --image-run and/or --video-run (or --push-to-hub to upload an existing export)")
     for stage, run in runs.items():
@@ -137,7 +154,7 @@ def main(argv: list[str] | None = None) -> Path:
         if run is None:
             continue
         try:
-            folder = export_run(run, args.out, args.ema)
+            folder = export_run(run, args.out, args.ema, steps[stage])
         except ValueError as e:
             parser.error(str(e))
         print(f"{STAGE_CLASSES[stage]}: {run} → {folder}")
