@@ -491,6 +491,10 @@ def test_stage1_segmentation_discriminator_trains_resumes_exactly_and_enters_the
     for key in ("model", "discriminator", "seg_discriminator", "optimizer_seg"):
         assert_same_tensors(a[key], b[key], key)
     assert "seg_discriminator" not in checkpoint(run("image", tmp_path, "seg-off", "--max-steps", "2"), 2)
+    # Switched on when a run without it is resumed: D_seg starts fresh, the rest resumes.
+    later = run("image", tmp_path, "seg-off", "--max-steps", str(STEPS), "--set", "loss.lambda_seg=2")
+    later = checkpoint(later, STEPS)
+    assert "seg_discriminator" in later and later["step"] == STEPS
 
     rows = [dict(zip(*(line.split(",") for line in ((straight / "log.csv").read_text().splitlines()[0], r))))
             for r in (straight / "log.csv").read_text().splitlines()[1:]]

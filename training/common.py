@@ -825,14 +825,21 @@ def open_run(options: TrainOptions, dist: Distributed, fresh: bool) -> tuple[Run
     return run, resumed
 
 
-def restore_training_state(state: dict, stateful: dict[str, Any]) -> tuple[int, float]:
+def restore_training_state(state: dict, stateful: dict[str, Any], optional: tuple[str, ...] = (),
+                           log=print) -> tuple[int, float]:
     """Load ``state[name]`` into every object of ``stateful`` (modules, optimisers, the scaler, the EMA copy).
 
+    Names in ``optional`` may be missing from ``state`` (a part switched on when the run was resumed, e.g. stage 1's
+    segmentation discriminator): those objects keep their fresh initialisation, and ``log`` says so.
     Returns (step, elapsed seconds).
     """
     for name, obj in stateful.items():
-        if obj is not None:
-            obj.load_state_dict(state[name])
+        if obj is None:
+            continue
+        if name not in state and name in optional:
+            log(f"note: the checkpoint holds no {name}; it starts fresh")
+            continue
+        obj.load_state_dict(state[name])
     return int(state["step"]), float(state["elapsed"])
 
 

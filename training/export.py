@@ -125,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-run", type=Path, help="a stage-1 run folder (runs/<name>)")
     p.add_argument("--video-run", type=Path, help="a stage-2 run folder (runs/<name>)")
     p.add_argument("--out", type=Path, required=True, help="the pipeline folder to write (e.g. checkpoints/)")
-    p.add_argument("--image-step", type=int, metavar="N", help="export the stage-1 checkpoint of step N (default: newest)")
-    p.add_argument("--video-step", type=int, metavar="N", help="export the stage-2 checkpoint of step N (default: newest)")
+    p.add_argument("--image-step", type=int, metavar="N",
+                   help="export the stage-1 run's checkpoint of step N (default: the newest)")
+    p.add_argument("--video-step", type=int, metavar="N",
+                   help="export the stage-2 run's checkpoint of step N (default: the newest)")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="export the raw weights, not the EMA")
     p.add_argument("--model-card", type=Path, help="a Markdown file to write as OUT/README.md")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUT to this Hugging Face Hub model repo")

@@ -157,7 +157,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         parser.error(f"--vgg-weights: {e}")
     stateful = {"model": generator, "model_ema": ema, "discriminator": disc, "optimizer": opt_g,
                 "optimizer_d": opt_d, "seg_discriminator": seg_disc, "optimizer_seg": opt_s, "scaler": scaler}
-    step, elapsed = C.restore_training_state(resumed[0], stateful) if resumed else (0, 0.0)
+    step, elapsed = (C.restore_training_state(resumed[0], stateful, ("seg_discriminator", "optimizer_seg"),
+                                              lambda m: C.say(dist, m)) if resumed else (0, 0.0))
     if resumed:
         C.say(dist, f"resumed from {resumed[1]} at step {step}")
     g_train, d_train = C.wrap_module(generator, options, dist), C.wrap_module(disc, options, dist)
