@@ -300,6 +300,5 @@ def segmentation_adversarial_loss(logits: torch.Tensor, labels: torch.Tensor, ta
     logits = logits.float()
     if not target_is_real:
         return F.cross_entropy(logits, torch.full_like(labels, num_classes, dtype=torch.long))
-    weights = class_balance_weights(labels, num_classes)
-    targets = torch.where(weights > 0, labels, torch.zeros_like(labels)).long()
-    return (F.cross_entropy(logits, targets, reduction="none") * weights).mean()
+    targets = labels.long().clamp(0, num_classes - 1)  # ignored pixels: any class, their weight is 0
+    return (F.cross_entropy(logits, targets, reduction="none") * class_balance_weights(labels, num_classes)).mean()

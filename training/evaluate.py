@@ -202,8 +202,7 @@ def evaluate_synthcity(
             pred = segmenter.predict(torch.cat([frames, gaussian_blur(frames, [5, 5], [BLUR_SIGMA] * 2)]))
             truth = torch.from_numpy(ids0).long()
             for name, p in zip(("generated", "real", "generated_blurred", "real_blurred"), pred):
-                cm = confusion_matrix(p, truth)
-                acc.confusion[name] = acc.confusion[name] + cm if name in acc.confusion else cm
+                acc.confusion[name] = acc.confusion.get(name, 0) + confusion_matrix(p, truth)
 
     return _summarise_synthcity(acc)
 

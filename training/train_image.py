@@ -150,6 +150,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
     opt_d = torch.optim.Adam(disc.parameters(), lr=options.lr_d, betas=(options.beta1, options.beta2))
     opt_s = (torch.optim.Adam(seg_disc.parameters(), lr=options.lr_d, betas=(options.beta1, options.beta2))
              if seg_disc is not None else None)
+    discriminators = [d for d in (disc, seg_disc) if d is not None]
+    d_optimisers = [o for o in (opt_d, opt_s) if o is not None]
     scaler = C.make_scaler(options, dist)
     try:
         vgg = C.load_vgg(options, dist)
@@ -201,9 +203,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         heatmaps, real = batch["heatmaps"], batch["image"]  # (B, 19, H, W), (B, 3, H, W) in [-1, 1]
         labels = batch["labels"]  # (B, H, W) trainIds
         C.set_lr(opt_g, C.learning_rate(step, options.lr, options.max_steps, options.lr_decay_steps))
-        for opt in (opt_d, opt_s):
-            if opt is not None:
-                C.set_lr(opt, C.learning_rate(step, options.lr_d, options.max_steps, options.lr_decay_steps))
+        for opt in d_optimisers:
+            C.set_lr(opt, C.learning_rate(step, options.lr_d, options.max_steps, options.lr_decay_steps))
 
         # 5a. Discriminator step: real → real, G(S) (detached) → fake.
         with C.autocast(options, dist):
@@ -229,9 +230,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
             scaler.step(opt_s)
 
         # 5b. Generator step against the updated D (the bare modules: the Ds' weights get no gradient here).
-        for d in (disc, seg_disc):
-            if d is not None:
-                d.requires_grad_(False)
+        for d in discriminators:
+            d.requires_grad_(False)
         with C.autocast(options, dist):
             g_fake, g_real = discriminate(disc, heatmaps, fake, real)
             loss_gan = gan_loss(g_fake, True, w.gan_mode, for_discriminator=False)
@@ -242,9 +242,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
                         if seg_disc is not None else fake.new_zeros(()))
             loss_g = (w.lambda_gan * loss_gan + w.lambda_fm * loss_fm + w.lambda_vgg * loss_vgg + w.lambda_l1 * loss_l1
                       + w.lambda_seg * loss_seg)
-        for d in (disc, seg_disc):
-            if d is not None:
-                d.requires_grad_(True)
+        for d in discriminators:
+            d.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
         C.clip_gradients(scaler, opt_g, generator, options.grad_clip)
