@@ -287,8 +287,16 @@ class ImageGANLossWeights(_Config):
     # class-balanced cross-entropy of the generated pixels to their label-map classes, so every region, thin and
     # rare classes included, must look like its class to a segmenter that is learning to catch fakes. 0 = off.
     lambda_seg: float = 0.0
+    # OASIS's LabelMix regulariser of that discriminator (OASIS uses 10): the classes of the label
+    # map are split at random between a real and a generated frame, and D_seg's logits on the mixed frame must
+    # equal the same mix of its logits on the two, so that it judges each region by its content, not by a global
+    # "this frame is fake" cue. Needs lambda_seg > 0. 0 = off.
+    lambda_labelmix: float = 0.0
 
     def validate(self) -> None:
         if self.gan_mode not in ("lsgan", "hinge"):
             raise ValueError(f"ImageGANLossWeights: gan_mode must be 'lsgan' or 'hinge'; got {self.gan_mode!r}.")
-        _non_negative(self, "lambda_gan", "lambda_fm", "lambda_vgg", "lambda_l1", "lambda_seg")
+        _non_negative(self, "lambda_gan", "lambda_fm", "lambda_vgg", "lambda_l1", "lambda_seg", "lambda_labelmix")
+        if self.lambda_labelmix > 0 and self.lambda_seg == 0:
+            raise ValueError("ImageGANLossWeights: lambda_labelmix regularises the segmentation discriminator, "
+                             "which only exists with lambda_seg > 0.")

@@ -39,6 +39,8 @@ __all__ = [
     "feature_matching_loss",
     "class_balance_weights",
     "segmentation_adversarial_loss",
+    "label_mix",
+    "label_mix_consistency_loss",
 ]
 
 
@@ -302,3 +304,36 @@ def segmentation_adversarial_loss(logits: torch.Tensor, labels: torch.Tensor, ta
         return F.cross_entropy(logits, torch.full_like(labels, num_classes, dtype=torch.long))
     targets = labels.long().clamp(0, num_classes - 1)  # ignored pixels: any class, their weight is 0
     return (F.cross_entropy(logits, targets, reduction="none") * class_balance_weights(labels, num_classes)).mean()
+
+
+def label_mix(labels: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None):
+    """OASIS's LabelMix (Schönfeld et al., ICLR 2021): trainIds (B, H, W), real and fake frames (B, 3, H, W)
+    → (mixed (B, 3, H, W), mask (B, 1, H, W) in {0, 1}).
+
+    Every label id of the batch (ignored pixels included) is assigned, by a fair coin, to the real frame (mask 1)
+    or the fake one (mask 0); ``mixed = mask · real + (1 − mask) · fake``.
+    """
+    if labels.dim() != 3 or real.shape != fake.shape or real.shape[0] != labels.shape[0] \
+            or real.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f"label_mix: labels (B, H, W) and two frames (B, C, H, W) must agree; got "
+                         f"{tuple(labels.shape)}, {tuple(real.shape)} and {tuple(fake.shape)}.")
+    ids = labels.long()
+    if (ids < 0).any() or (ids > 255).any():
+        raise ValueError("label_mix: label ids must lie in 0–255.")
+    coin = torch.randint(0, 2, (256,), generator=generator, device=generator.device if generator else ids.device)
+    mask = coin.to(ids.device)[ids].unsqueeze(1).to(real.dtype)  # (B, 1, H, W)
+    return mask * real + (1 - mask) * fake, mask
+
+
+def label_mix_consistency_loss(
+    mask: torch.Tensor, logits_mixed: torch.Tensor, logits_fake: torch.Tensor, logits_real: torch.Tensor
+) -> torch.Tensor:
+    """OASIS's LabelMix consistency: ‖D(LabelMix(x, x̂, M)) − LabelMix(D(x), D(x̂), M)‖², the mean squared difference of the logits
+    (B, N + 1, H, W) on the mixed frame from the same mix of the logits on the real and the fake frame.
+    """
+    if not (logits_mixed.shape == logits_fake.shape == logits_real.shape) or mask.shape[-2:] != logits_mixed.shape[-2:]:
+        raise ValueError(f"label_mix_consistency_loss: the logits must share one shape and the mask its size; got "
+                         f"{tuple(logits_mixed.shape)}, {tuple(logits_fake.shape)}, {tuple(logits_real.shape)} "
+                         f"and mask {tuple(mask.shape)}.")
+    mixed_of_logits = mask * logits_real.float() + (1 - mask) * logits_fake.float()
+    return F.mse_loss(logits_mixed.float(), mixed_of_logits)

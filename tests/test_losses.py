@@ -9,6 +9,8 @@ from seg2vid.config import DiscriminatorConfig, FlowPredictorConfig, LossWeights
 from seg2vid.labels import IGNORE_ID
 from seg2vid.losses import (
     class_balance_weights,
+    label_mix,
+    label_mix_consistency_loss,
     consistency_loss,
     cvae_loss,
     feature_matching_loss,
@@ -341,6 +343,43 @@ def test_segmentation_adversarial_loss_follows_its_definition():
         float(segmentation_adversarial_loss(miss_common, labels, True)), rel=1e-4)
     with pytest.raises(ValueError, match="must agree"):
         segmentation_adversarial_loss(uniform, labels[0], True)
+
+
+def test_label_mix_takes_each_class_whole_from_one_frame():
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2, IGNORE_ID, 13]]).repeat(2, 4, 1)  # (2, 4, 8)
+    real, fake = torch.ones(2, 3, 4, 8), -torch.ones(2, 3, 4, 8)
+    picks = []
+    for seed in range(40):
+        mixed, mask = label_mix(labels, real, fake, torch.Generator().manual_seed(seed))
+        assert mask.shape == (2, 1, 4, 8) and set(mask.unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(mixed, torch.where(mask.bool(), real, fake).expand_as(mixed))
+        per_class = [mask[:, 0][labels == c] for c in (0, 1, 2, IGNORE_ID, 13)]
+        assert all(bool((m == m[0]).all()) for m in per_class)  # one coin per class, for the whole batch
+        picks.append([float(m[0]) for m in per_class])
+    share = torch.tensor(picks).mean(0)  # fair coins: each class real about half the time
+    assert bool(((share > 0.2) & (share < 0.8)).all())
+    with pytest.raises(ValueError, match="must agree"):
+        label_mix(labels[0], real, fake)
+
+
+def test_label_mix_consistency_is_zero_for_a_per_pixel_discriminator_and_not_for_a_spatial_one():
+    torch.manual_seed(0)
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[:, :, 4:] = 5
+    real, fake = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    mixed, mask = label_mix(labels, real, fake, torch.Generator().manual_seed(0))
+    assert 0 < float(mask.mean()) < 1  # this seed splits the two classes between the frames
+    pointwise, spatial = torch.nn.Conv2d(3, 20, 1), torch.nn.Conv2d(3, 20, 3, padding=1)
+    # A 1×1 convolution judges every pixel alone: the logits of the mix are the mix of the logits.
+    loss = label_mix_consistency_loss(mask, pointwise(mixed), pointwise(fake), pointwise(real))
+    assert float(loss) < 1e-10
+    # A 3×3 one looks across the class boundary, where the mix differs from both frames.
+    spatial_loss = label_mix_consistency_loss(mask, spatial(mixed), spatial(fake), spatial(real))
+    assert float(spatial_loss) > 1e-4
+    spatial_loss.backward()
+    assert spatial.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="share one shape"):
+        label_mix_consistency_loss(mask, spatial(mixed), spatial(fake)[:1], spatial(real))
 
 
 def test_segmentation_discriminator_segments_into_the_classes_plus_fake():

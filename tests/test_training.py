@@ -420,6 +420,7 @@ BAD_ARGS = [
     (["--batch-size", "many"], "invalid int value"),
     (["--amp", "fp8"], "invalid choice"),
     (["--set", "num_samples=0"], "num_samples must be at least 1"),
+    (["--set", "loss.lambda_labelmix=10"], "only exists with lambda_seg > 0"),
 ]
 
 
@@ -504,6 +505,18 @@ def test_stage1_segmentation_discriminator_trains_resumes_exactly_and_enters_the
     assert first["dseg_real"] > 0 and first["dseg_fake"] > 0
     parts = first["g_gan"] + 10 * first["g_fm"] + 2 * first["g_seg"]  # the tiny preset: no VGG, no L1
     assert first["loss_g"] == pytest.approx(parts, rel=1e-3)
+
+
+def test_stage1_labelmix_regularises_the_segmentation_discriminator(tmp_path):
+    def first_row(name, *settings):
+        run_dir = run("image", tmp_path, name, "--max-steps", "1", "--set", "loss.lambda_seg=2", *settings)
+        header, row = (run_dir / "log.csv").read_text().splitlines()[:2]
+        return {k: float(v) for k, v in zip(header.split(","), row.split(","))}
+
+    off, on = first_row("lm-off"), first_row("lm-on", "loss.lambda_labelmix=10")
+    assert off["dseg_labelmix"] == 0 and on["dseg_labelmix"] > 0
+    # The D_seg step runs before the generator's, so the regulariser already changes what G is told at step 1.
+    assert on["g_seg"] != off["g_seg"]
 
 
 def test_torchrun_two_processes_then_resume_in_one(tmp_path):

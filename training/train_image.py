@@ -10,7 +10,10 @@ are trained in alternation with their own Adam optimisers:
 
 With ``loss.lambda_seg > 0`` a second discriminator D_seg (``SegmentationDiscriminator``, OASIS) segments images
 into the 19 classes plus "fake"; it learns L_Dseg = CE_w(D_seg(I), S) + CE(D_seg(G(S)), fake), and the generator
-is asked for pixels that D_seg reads as their label-map class (CE_w: class-balanced cross-entropy).
+is asked for pixels that D_seg reads as their label-map class (CE_w: class-balanced cross-entropy). With
+``loss.lambda_labelmix > 0`` D_seg also learns OASIS's LabelMix consistency, λ_lm · ‖D_seg(M·I + (1−M)·G(S)) −
+(M·D_seg(I) + (1−M)·D_seg(G(S)))‖², M a random split of the label map's classes, which keeps it judging each
+region by what is in it rather than by a "this whole frame is fake" cue.
 
 Training pairs are (frame, its one-hot label map); any frame of a clip can serve (``frames_per_clip``).
 
@@ -38,7 +41,14 @@ from tqdm import tqdm
 
 from seg2vid import labels as label_ops
 from seg2vid.config import DiscriminatorConfig, ImageGANLossWeights, ImageGeneratorConfig
-from seg2vid.losses import feature_matching_loss, gan_loss, segmentation_adversarial_loss, vgg_loss
+from seg2vid.losses import (
+    feature_matching_loss,
+    gan_loss,
+    label_mix,
+    label_mix_consistency_loss,
+    segmentation_adversarial_loss,
+    vgg_loss,
+)
 from seg2vid.networks.discriminator import MultiscaleDiscriminator, SegmentationDiscriminator
 from seg2vid.networks.image_generator import ImageGenerator
 from training import common as C
@@ -103,10 +113,10 @@ def discriminate(disc, heatmaps, fake, real):
     return [[f[:b] for f in scale] for scale in out], [[f[b:] for f in scale] for scale in out]
 
 
-def segment(seg_disc, fake, real):
-    """D_seg on fake and real in one batch (its batch norm then sees both) → (logits on fake, logits on real)."""
-    logits = seg_disc(torch.cat([fake, real]))  # (2B, N + 1, H, W)
-    return logits[: fake.shape[0]], logits[fake.shape[0] :]
+def segment(seg_disc, *images):
+    """D_seg on several batches of frames at once (its batch norm then sees them all), e.g. (fake, real) →
+    (logits on fake, logits on real), each (B, N + 1, H, W)."""
+    return seg_disc(torch.cat(images)).split([x.shape[0] for x in images])
 
 
 @torch.no_grad()
@@ -217,13 +227,18 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         scaler.scale(loss_d).backward()
         C.clip_gradients(scaler, opt_d, disc, options.grad_clip)
         scaler.step(opt_d)
-        loss_s = loss_s_real = loss_s_fake = real.new_zeros(())
+        loss_s = loss_s_real = loss_s_fake = loss_s_mix = real.new_zeros(())
         if seg_disc is not None:  # OASIS: real pixels → their class, generated pixels → "fake"
             with C.autocast(options, dist):
-                s_fake, s_real = segment(s_train, fake.detach(), real)
+                if w.lambda_labelmix > 0:  # LabelMix: D_seg on a frame whose classes come half from each
+                    mixed, mask = label_mix(labels, real, fake.detach())
+                    s_fake, s_real, s_mixed = segment(s_train, fake.detach(), real, mixed)
+                    loss_s_mix = label_mix_consistency_loss(mask, s_mixed, s_fake, s_real)
+                else:
+                    s_fake, s_real = segment(s_train, fake.detach(), real)
                 loss_s_real = segmentation_adversarial_loss(s_real, labels, True)
                 loss_s_fake = segmentation_adversarial_loss(s_fake, labels, False)
-                loss_s = loss_s_real + loss_s_fake
+                loss_s = loss_s_real + loss_s_fake + w.lambda_labelmix * loss_s_mix
             opt_s.zero_grad(set_to_none=True)
             scaler.scale(loss_s).backward()
             C.clip_gradients(scaler, opt_s, seg_disc, options.grad_clip)
@@ -259,7 +274,7 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         if step % options.log_every == 0 or step == options.max_steps:
             terms = {"loss_g": loss_g, "g_gan": loss_gan, "g_fm": loss_fm, "g_vgg": loss_vgg, "g_l1": loss_l1,
                      "g_seg": loss_seg, "loss_d": loss_d, "d_real": loss_d_real, "d_fake": loss_d_fake,
-                     "dseg_real": loss_s_real, "dseg_fake": loss_s_fake}
+                     "dseg_real": loss_s_real, "dseg_fake": loss_s_fake, "dseg_labelmix": loss_s_mix}
             values = C.mean_across_ranks(dist, {k: float(v.detach()) for k, v in terms.items()})
             rate = meter.rate()
             logger.log(step, {"time": time.perf_counter() - t_start, "samples_per_s": rate,
