@@ -282,6 +282,9 @@ class ImageGANLossWeights(_Config):
     lambda_vgg: float = 10.0  # VGG-19 perceptual loss (skipped when no VGG weights are available)
     # Not in pix2pixHD: pix2pix's L1 to the real frame; 0 = off. A cheap stand-in when no VGG weights exist.
     lambda_l1: float = 0.0
+    # Weigh that L1 term per pixel by OASIS's class-balancing weights (every class present in the batch carries the
+    # same total weight), so that a truck's or a fence's colours count as much as the road's.
+    l1_class_balanced: bool = False
     # Not in pix2pixHD: OASIS's adversarial supervision (Schönfeld et al., ICLR 2021), added to the terms above.
     # A U-Net discriminator segments images into the N classes plus "fake"; the generator minimises its
     # class-balanced cross-entropy of the generated pixels to their label-map classes, so every region, thin and

@@ -38,6 +38,7 @@ __all__ = [
     "gan_loss",
     "feature_matching_loss",
     "class_balance_weights",
+    "class_balanced_l1_loss",
     "segmentation_adversarial_loss",
     "label_mix",
     "label_mix_consistency_loss",
@@ -286,6 +287,18 @@ def class_balance_weights(labels: torch.Tensor, num_classes: int) -> torch.Tenso
     present = (counts > 0).sum().clamp(min=1)
     coefficients = valid.sum() / (present * counts.clamp(min=1))
     return coefficients[ids] * valid
+
+
+def class_balanced_l1_loss(fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """pix2pix's L1 with OASIS's class balancing: frames (B, C, H, W), trainIds (B, H, W) → the mean over the classes
+    present in the batch of each class's mean |fake − real| (ignored pixels do not count), so that a truck's or a
+    fence's pixels weigh as much as the road's.
+    """
+    if fake.dim() != 4 or fake.shape != real.shape or labels.shape != (fake.shape[0], *fake.shape[-2:]):
+        raise ValueError(f"class_balanced_l1_loss: frames (B, C, H, W) and labels (B, H, W) must agree; got "
+                         f"{tuple(fake.shape)}, {tuple(real.shape)} and {tuple(labels.shape)}.")
+    weights = class_balance_weights(labels, num_classes)  # sums to the number of labelled pixels
+    return ((fake - real).abs().float().mean(1) * weights).sum() / weights.sum().clamp(min=1)
 
 
 def segmentation_adversarial_loss(logits: torch.Tensor, labels: torch.Tensor, target_is_real: bool) -> torch.Tensor:

@@ -9,6 +9,7 @@ from seg2vid.config import DiscriminatorConfig, FlowPredictorConfig, LossWeights
 from seg2vid.labels import IGNORE_ID
 from seg2vid.losses import (
     class_balance_weights,
+    class_balanced_l1_loss,
     label_mix,
     label_mix_consistency_loss,
     consistency_loss,
@@ -320,6 +321,19 @@ def test_class_balance_weights_give_every_present_class_the_same_total_weight():
     assert w[0, 1].tolist() == pytest.approx([7 / 6, 7 / 6, 0.0, 7 / 3])
     assert float(w[0, 0].sum()) == pytest.approx(float(w[0, 1, :2].sum())) == pytest.approx(float(w[0, 1, 3]))
     assert float(w[labels != IGNORE_ID].mean()) == pytest.approx(1.0)
+
+
+def test_class_balanced_l1_is_the_mean_over_classes_of_each_class_error():
+    labels = torch.tensor([[[0, 0, 0, 0, 0, 0, 7, IGNORE_ID]]])  # (1, 1, 8): six road pixels, one car, one ignored
+    real = torch.zeros(1, 3, 1, 8)
+    fake = real.clone()
+    fake[..., :6] = 0.1  # the road is off by 0.1 on every channel
+    fake[..., 6] = 0.7  # the car by 0.7
+    fake[..., 7] = 5.0  # the ignored pixel does not count
+    assert float(class_balanced_l1_loss(fake, real, labels, 19)) == pytest.approx((0.1 + 0.7) / 2)
+    assert float((fake[..., :7] - real[..., :7]).abs().mean()) == pytest.approx((6 * 0.1 + 0.7) / 7)  # plain L1
+    with pytest.raises(ValueError, match="must agree"):
+        class_balanced_l1_loss(fake, real, labels[0], 19)
 
 
 def test_segmentation_adversarial_loss_follows_its_definition():

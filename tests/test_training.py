@@ -472,8 +472,8 @@ def test_flow_supervision_adds_a_logged_term(tmp_path):
 
 
 def test_stage1_l1_term_enters_the_generator_loss_with_its_weight(tmp_path):
-    def logged(name, weight):
-        run_dir = run("image", tmp_path, name, "--max-steps", "1", "--set", f"loss.lambda_l1={weight}")
+    def logged(name, weight, *settings):
+        run_dir = run("image", tmp_path, name, "--max-steps", "1", "--set", f"loss.lambda_l1={weight}", *settings)
         header, row = (run_dir / "log.csv").read_text().splitlines()
         return {k: float(v) for k, v in zip(header.split(","), row.split(",")) if k.startswith(("loss", "g_"))}
 
@@ -481,6 +481,9 @@ def test_stage1_l1_term_enters_the_generator_loss_with_its_weight(tmp_path):
     assert off["g_l1"] == 0 and on["g_l1"] > 0.01
     # Same seed, same batch, same first step: the L1 term is the only difference between the two losses.
     assert on["loss_g"] - off["loss_g"] == pytest.approx(5 * on["g_l1"], rel=1e-3)
+    balanced = logged("l1-balanced", 5, "loss.l1_class_balanced=true")
+    assert balanced["g_l1"] > 0.01 and balanced["g_l1"] != pytest.approx(on["g_l1"], rel=1e-3)
+    assert balanced["loss_g"] - off["loss_g"] == pytest.approx(5 * balanced["g_l1"], rel=1e-3)
 
 
 def test_stage1_segmentation_discriminator_trains_resumes_exactly_and_enters_the_loss(tmp_path):

@@ -5,7 +5,8 @@ are trained in alternation with their own Adam optimisers:
 
     D step:  L_D = ½ [ gan(D(S, I), real) + gan(D(S, G(S)), fake) ]                 (LSGAN or hinge)
     G step:  L_G = λ_gan · gan(D(S, G(S)), real) + λ_fm · FM(D; G(S), I) + λ_vgg · VGG(G(S), I)
-                   [+ λ_l1 · |G(S) − I|₁, pix2pix's term, off by default: ``--set loss.lambda_l1=10``]
+                   [+ λ_l1 · |G(S) − I|₁, pix2pix's term, off by default: ``--set loss.lambda_l1=10``;
+                    ``loss.l1_class_balanced=true`` averages it per class of the label map instead of per pixel]
                    [+ λ_seg · CE_w(D_seg(G(S)), S), OASIS's term, off by default: ``--set loss.lambda_seg=1``]
 
 With ``loss.lambda_seg > 0`` a second discriminator D_seg (``SegmentationDiscriminator``, OASIS) segments images
@@ -42,6 +43,7 @@ from tqdm import tqdm
 from seg2vid import labels as label_ops
 from seg2vid.config import DiscriminatorConfig, ImageGANLossWeights, ImageGeneratorConfig
 from seg2vid.losses import (
+    class_balanced_l1_loss,
     feature_matching_loss,
     gan_loss,
     label_mix,
@@ -252,7 +254,10 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
             loss_gan = gan_loss(g_fake, True, w.gan_mode, for_discriminator=False)
             loss_fm = feature_matching_loss(g_fake, [[f.detach() for f in scale] for scale in g_real])
             loss_vgg = vgg_loss(vgg, fake, real) if vgg is not None else fake.new_zeros(())
-            loss_l1 = (fake - real).abs().mean() if w.lambda_l1 > 0 else fake.new_zeros(())
+            loss_l1 = fake.new_zeros(())
+            if w.lambda_l1 > 0:
+                loss_l1 = (class_balanced_l1_loss(fake, real, labels, label_ops.NUM_CLASSES) if w.l1_class_balanced
+                           else (fake - real).abs().mean())
             loss_seg = (segmentation_adversarial_loss(segment(seg_disc, fake, real)[0], labels, True)
                         if seg_disc is not None else fake.new_zeros(()))
             loss_g = (w.lambda_gan * loss_gan + w.lambda_fm * loss_fm + w.lambda_vgg * loss_vgg + w.lambda_l1 * loss_l1
