@@ -300,6 +300,8 @@ class ImageGANLossWeights(_Config):
         if self.gan_mode not in ("lsgan", "hinge"):
             raise ValueError(f"ImageGANLossWeights: gan_mode must be 'lsgan' or 'hinge'; got {self.gan_mode!r}.")
         _non_negative(self, "lambda_gan", "lambda_fm", "lambda_vgg", "lambda_l1", "lambda_seg", "lambda_labelmix")
+        if self.l1_class_balanced and self.lambda_l1 == 0:
+            raise ValueError("ImageGANLossWeights: l1_class_balanced weighs the L1 term, which is off (lambda_l1 = 0).")
         if self.lambda_labelmix > 0 and self.lambda_seg == 0:
             raise ValueError("ImageGANLossWeights: lambda_labelmix regularises the segmentation discriminator, "
                              "which only exists with lambda_seg > 0.")

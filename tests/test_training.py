@@ -421,6 +421,7 @@ BAD_ARGS = [
     (["--amp", "fp8"], "invalid choice"),
     (["--set", "num_samples=0"], "num_samples must be at least 1"),
     (["--set", "loss.lambda_labelmix=10"], "only exists with lambda_seg > 0"),
+    (["--preset", "tiny", "--set", "loss.l1_class_balanced=true"], "which is off (lambda_l1 = 0)"),
 ]
 
 
