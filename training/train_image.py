@@ -46,6 +46,7 @@ from seg2vid.losses import (
     class_balanced_l1_loss,
     feature_matching_loss,
     gan_loss,
+    l1_loss,
     label_mix,
     label_mix_consistency_loss,
     segmentation_adversarial_loss,
@@ -221,7 +222,8 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         # 5a. Discriminator step: real → real, G(S) (detached) → fake.
         with C.autocast(options, dist):
             fake = g_train(heatmaps)  # (B, 3, H, W)
-            d_fake, d_real = discriminate(d_train, heatmaps, fake.detach(), real)
+            fake_d = fake.detach()  # what the discriminators learn from
+            d_fake, d_real = discriminate(d_train, heatmaps, fake_d, real)
             loss_d_real = gan_loss(d_real, True, w.gan_mode, for_discriminator=True)
             loss_d_fake = gan_loss(d_fake, False, w.gan_mode, for_discriminator=True)
             loss_d = 0.5 * (loss_d_real + loss_d_fake)
@@ -233,11 +235,11 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
         if seg_disc is not None:  # OASIS: real pixels → their class, generated pixels → "fake"
             with C.autocast(options, dist):
                 if w.lambda_labelmix > 0:  # LabelMix: D_seg on a frame whose classes come half from each
-                    mixed, mask = label_mix(labels, real, fake.detach())
-                    s_fake, s_real, s_mixed = segment(s_train, fake.detach(), real, mixed)
+                    mixed, mask = label_mix(labels, real, fake_d)
+                    s_fake, s_real, s_mixed = segment(s_train, fake_d, real, mixed)
                     loss_s_mix = label_mix_consistency_loss(mask, s_mixed, s_fake, s_real)
                 else:
-                    s_fake, s_real = segment(s_train, fake.detach(), real)
+                    s_fake, s_real = segment(s_train, fake_d, real)
                 loss_s_real = segmentation_adversarial_loss(s_real, labels, True)
                 loss_s_fake = segmentation_adversarial_loss(s_fake, labels, False)
                 loss_s = loss_s_real + loss_s_fake + w.lambda_labelmix * loss_s_mix
@@ -257,7 +259,7 @@ def train(options: ImageTrainOptions, dist: C.Distributed, args, parser) -> Path
             loss_l1 = fake.new_zeros(())
             if w.lambda_l1 > 0:
                 loss_l1 = (class_balanced_l1_loss(fake, real, labels, label_ops.NUM_CLASSES) if w.l1_class_balanced
-                           else (fake - real).abs().mean())
+                           else l1_loss(fake, real))
             loss_seg = (segmentation_adversarial_loss(segment(seg_disc, fake, real)[0], labels, True)
                         if seg_disc is not None else fake.new_zeros(()))
             loss_g = (w.lambda_gan * loss_gan + w.lambda_fm * loss_fm + w.lambda_vgg * loss_vgg + w.lambda_l1 * loss_l1
