@@ -1,13 +1,15 @@
 """Quality of the bundled model: ``training/evaluate.py`` with the standard protocol, printed as a Markdown table.
 
 Protocol: 100 held-out SynthCity clips (seeds 1,000,000–1,000,099) at 128×256, stage 2 animating the true first
-frame, K = 10 z samples per clip from seeds of the clip's own (best-of-10 and mean), label fidelity with
-``checkpoints/segmenter`` when it exists. See ``training/evaluate.py`` for every metric; ``--z-seeds shared`` gives
-every clip z seeds 0–9 instead.
+frame, K = 10 z samples per clip drawn as one stratified set from a seed of the clip's own (best-of-10 and mean),
+label fidelity with ``checkpoints/segmenter`` when it exists. See ``training/evaluate.py`` for every metric;
+``--z-sampling independent`` draws the 10 codes of 10 seeds independently instead, ``--z-seeds shared`` gives
+every clip the same seed(s).
 
     python benchmarks/quality.py                                   # bundled model in checkpoints/
     python benchmarks/quality.py --checkpoint runs/x/export --out benchmarks/out/quality
     python benchmarks/quality.py --num-clips 10 --k 4              # a quick look (not the reported protocol)
+    python benchmarks/quality.py --z-sampling independent          # best of 10 independent codes
 
 Writes ``metrics.json`` and ``metrics.md`` to ``--out`` (default ``benchmarks/out/quality``) and prints the table.
 """

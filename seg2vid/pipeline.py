@@ -15,7 +15,9 @@ Conventions:
   ``z_fg`` then ``z_bg`` with ``flow_predictor.sample_z``, so a seed means the same motion on every device. A
   given ``z_fg`` or ``z_bg`` (shape ``(z_dim,)`` or ``(1, z_dim)``) replaces that half only; the other half still
   comes from ``seed``. ``out.z_fg`` / ``out.z_bg`` are float32 CPU tensors of shape ``(z_dim,)``: passing them
-  back reproduces the video exactly.
+  back reproduces the video exactly. ``pipe.sample_z_set(k, seed)`` draws k codes that cover the prior (one from
+  each of k equally likely slices along its principal axis, on SynthCity the camera's speed) for k videos that
+  differ as much as the model allows; row j goes in as ``z_fg=zf[j], z_bg=zb[j]``.
 * **Caching.** Stage 1 (the first frame) and the image encoder of stage 2 depend only on the label map (and
   the given first frame in ``animate``); their results are kept in a small LRU cache keyed by a hash of the
   trainIds. A new seed, ``z`` or ``motion_scale`` re-runs only ``flow_predictor.decode`` (flow decoder, warp,
@@ -92,6 +94,14 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 def _channels_last(x: torch.Tensor) -> np.ndarray:
     """(T, C, H, W) → (T, H, W, C) float32 NumPy."""
     return x.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+MAX_Z_SET = 4096  # codes per sample_z_set call
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
 
 
 def _resolve_device(device) -> torch.device:
@@ -296,8 +306,7 @@ class Seg2VidPipeline:
 
     def check_inputs(self, label_map, seed, z_fg, z_bg, motion_scale) -> np.ndarray:
         """Validate the arguments of ``__call__`` / ``animate``; returns the trainIds at the model resolution."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
-            raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
+        _check_seed(seed)
         if isinstance(motion_scale, bool) or not isinstance(motion_scale, (int, float, np.number)):
             raise ValueError(f"motion_scale must be a number; got {motion_scale!r}.")
         if not math.isfinite(float(motion_scale)) or motion_scale < 0:
@@ -324,6 +333,24 @@ class Seg2VidPipeline:
         zf = self._as_z(z_fg, fg_dim, "z_fg") if z_fg is not None else seeded_fg.float()
         zb = self._as_z(z_bg, bg_dim, "z_bg") if z_bg is not None else seeded_bg.float()
         return zf, zb
+
+    def sample_z_set(self, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """k codes that cover the prior, for k videos of one label map that differ as much as the model allows:
+        ``flow_predictor.sample_z(k, stratified=True)`` from a CPU generator seeded with ``seed``.
+
+        Each code on its own is distributed as a seed's code is, but no two come from the same of k equally likely
+        slices along the prior's principal axis (on SynthCity, the camera's speed), so the set spans standing,
+        creeping and fast motion instead of repeating one. Returns float32 CPU tensors (k, z_fg_dim) and
+        (k, z_bg_dim); pass row j as ``pipe(label_map, z_fg=zf[j], z_bg=zb[j])``.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_Z_SET:
+            raise ValueError(f"k must be an integer from 1 to {MAX_Z_SET}; got {k!r}.")
+        _check_seed(seed)
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        with self._lock:
+            z_fg, z_bg = self.flow_predictor.sample_z(int(k), generator=generator, device=torch.device("cpu"),
+                                                      stratified=True)
+        return z_fg.float(), z_bg.float()
 
     def clear_cache(self) -> None:
         with self._lock:

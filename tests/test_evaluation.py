@@ -336,22 +336,42 @@ def test_synthcity_evaluation_refuses_training_seeds(eval_setup):
 
 
 @pytest.mark.parametrize("z_seeds", ["shared", "per-clip"])
-def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypatch, z_seeds):
+@pytest.mark.parametrize("z_sampling", ["stratified", "independent"])
+def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypatch, z_seeds, z_sampling):
     _, pipe_dir = eval_setup
     pipe = Seg2VidPipeline.from_pretrained(pipe_dir)
-    used = []
-    animate = pipe.animate
-    monkeypatch.setattr(pipe, "animate", lambda *a, seed=0, **kw: used.append(seed) or animate(*a, seed=seed, **kw))
+    used, sets = [], []
+    animate, sample_z_set = pipe.animate, pipe.sample_z_set
+    monkeypatch.setattr(pipe, "animate", lambda *a, seed=0, **kw: used.append(
+        ("given" if "z_fg" in kw else seed)) or animate(*a, seed=seed, **kw))
+    monkeypatch.setattr(pipe, "sample_z_set", lambda k, seed=0: sets.append((k, seed)) or sample_z_set(k, seed))
     clips = [HELDOUT_SEED_START + 3, HELDOUT_SEED_START + 4]
-    evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_seeds=z_seeds)
-    # per clip: K draws, then the two disentanglement re-draws (given codes, seed unused: 0)
-    drawn = [used[0:2], used[4:6]]
-    if z_seeds == "shared":
-        assert drawn == [[0, 1], [0, 1]]
+    evaluate.evaluate_synthcity(pipe, clips, SIZE, k=3, progress=False, z_seeds=z_seeds, z_sampling=z_sampling)
+    starts = [0, 0] if z_seeds == "shared" else [3 * clips[0], 3 * clips[1]]
+    # Per clip: the K videos; with stratified codes, then the two independent draws of diversity; then the two
+    # disentanglement re-draws (given codes).
+    if z_sampling == "stratified":
+        assert sets == [(3, s) for s in starts]
+        assert used == [x for s in starts for x in ["given"] * 3 + [s, s + 1] + ["given"] * 2]
     else:
-        assert drawn == [[2 * clips[0], 2 * clips[0] + 1], [2 * clips[1], 2 * clips[1] + 1]]
+        assert sets == []
+        assert used == [x for s in starts for x in [s, s + 1, s + 2] + ["given"] * 2]
     with pytest.raises(ValueError, match="z_seeds"):
         evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_seeds="random")
+    with pytest.raises(ValueError, match="z_sampling"):
+        evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_sampling="sobol")
+
+
+def test_stratified_and_independent_codes_agree_on_diversity_and_differ_in_the_k_videos(eval_setup):
+    _, pipe_dir = eval_setup
+    pipe = Seg2VidPipeline.from_pretrained(pipe_dir)
+    clips = [HELDOUT_SEED_START + 5]
+    strat = evaluate.evaluate_synthcity(pipe, clips, SIZE, k=3, progress=False, z_sampling="stratified")
+    indep = evaluate.evaluate_synthcity(pipe, clips, SIZE, k=3, progress=False, z_sampling="independent")
+    assert strat["diversity"] == indep["diversity"]  # the same two independent codes
+    assert strat["disentanglement"] == indep["disentanglement"]
+    assert strat["psnr"]["mean"] != indep["psnr"]["mean"]  # other codes, other videos
+    assert strat["psnr"]["copy_first_frame"] == indep["psnr"]["copy_first_frame"]
 
 
 def test_cityscapes_tables_on_a_fake_tree(eval_setup, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from seg2vid.networks import (
     MultiscaleDiscriminator,
     VGGFeatures,
 )
+from seg2vid.networks.flow_predictor import principal_order
 from seg2vid.networks.vgg import VGG19_FILENAME
 from seg2vid.warp import warp
 
@@ -679,6 +680,94 @@ def test_mixture_prior_draws_each_half_from_one_of_its_training_posteriors(tmp_p
     config_file.write_text(json.dumps(edited))
     with pytest.raises(CheckpointError, match="prior_means_bg"):
         load_stage(tmp_path / "stage", FlowPredictor)
+
+
+def _mixture_along_a_line(n: int, joint: bool) -> tuple[FlowPredictor, torch.Tensor]:
+    """A mixture of n point masses (stds 0) whose means lie along one direction in a shuffled order, with a little
+    noise across it; returns the model and each component's position along the line (n,)."""
+    mixed = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=n, joint_prior=joint))
+    d_fg, d_bg = mixed.config.z_fg_dim, mixed.config.z_bg_dim
+    g = torch.Generator().manual_seed(3)
+    position = torch.randperm(n, generator=g).float()  # component i sits at position[i]
+    direction = torch.randn(d_fg + d_bg, generator=g)
+    means = 5 * position[:, None] * direction / direction.norm() + 0.1 * torch.randn(n, d_fg + d_bg, generator=g)
+    means_fg, means_bg = means.split([d_fg, d_bg], 1)
+    mixed.set_prior_mixture(means_fg, torch.zeros(n, d_fg), means_bg, torch.zeros(n, d_bg))
+    return mixed, position
+
+
+def _component(z: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(z, means).argmin(1)  # stds 0: each draw is exactly one component's mean
+
+
+def test_principal_order_ranks_components_along_their_widest_spread():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(30, generator=g)
+    axis = torch.randn(7, generator=g)
+    means = 1.0 + t[:, None] * axis + 0.01 * torch.randn(30, 7, generator=g)
+    order = principal_order(means)
+    assert sorted(order.tolist()) == list(range(30))
+    ranked = t[order]
+    assert torch.all(ranked[1:] >= ranked[:-1]) or torch.all(ranked[1:] <= ranked[:-1])
+    # The sign of an eigenvector is arbitrary; the ranking is not: mirrored means rank the same, more dims than
+    # components take the other Gram matrix and agree.
+    assert torch.equal(principal_order(-means), order)
+    wide = torch.cat([means, 0.001 * torch.randn(30, 50, generator=g)], 1)  # N = 30 < D = 57
+    assert torch.equal(principal_order(wide), order)
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_stratified_mixture_draws_cover_the_components_slice_by_slice(joint):
+    mixed, position = _mixture_along_a_line(20, joint)
+    means_fg, means_bg = mixed.prior_means_fg, mixed.prior_means_bg
+    seen, same = torch.zeros(20), 0
+    for seed in range(200):
+        z_fg, z_bg = mixed.sample_z(4, torch.Generator().manual_seed(seed), stratified=True)
+        n_fg, n_bg = _component(z_fg, means_fg), _component(z_bg, means_bg)
+        # One draw from each quarter of the line (positions 0-4, 5-9, 10-14, 15-19), in random order.
+        for n in (n_fg, n_bg):
+            assert sorted((position[n] // 5).long().tolist()) == [0, 1, 2, 3]
+        same += torch.equal(n_fg, n_bg)
+        seen[n_fg[0]] += 1
+    assert same == 200 if joint else same < 20  # joint: one component for both halves; else each half its own
+    # Each draw on its own is still uniform over the components (the slices come in random order).
+    assert seen.min() >= 3 and seen.max() <= 20
+    # Independent draws do miss slices: the stratification is what covers them.
+    misses = sum(len(set((position[_component(mixed.sample_z(4, torch.Generator().manual_seed(s))[1], means_bg)]
+                          // 5).long().tolist())) < 4 for s in range(50))
+    assert misses > 20
+    # Reproducible from the generator.
+    a = mixed.sample_z(4, torch.Generator().manual_seed(7), stratified=True)
+    b = mixed.sample_z(4, torch.Generator().manual_seed(7), stratified=True)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("fitted", [False, True])
+def test_stratified_gaussian_draws_cover_the_widest_axis_slice_by_slice(fitted):
+    torch.manual_seed(0)
+    model = FlowPredictor(tiny_flow_config(fitted_prior=fitted))
+    d_fg, d_bg = model.config.z_fg_dim, model.config.z_bg_dim
+    if fitted:  # widest along the last coordinate of each half (std 6), so N(0, I)'s first coordinate is not it
+        scales = [torch.diag(torch.tensor([1.0] * (d - 1) + [6.0])) for d in (d_fg, d_bg)]
+        model.set_prior(torch.full((d_fg,), 2.0), scales[0], torch.full((d_bg,), -1.0), scales[1])
+    centre, std = ((2.0, -1.0), 6.0) if fitted else ((0.0, 0.0), 1.0)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    for seed in range(20):
+        plain = model.sample_z(5, torch.Generator().manual_seed(seed))
+        strat = model.sample_z(5, torch.Generator().manual_seed(seed), stratified=True)
+        for p, s, c in zip(plain, strat, centre):
+            axis = p.shape[1] - 1 if fitted else 0
+            slices = (normal.cdf((s[:, axis] - c) / std) * 5).floor().long()
+            assert sorted(slices.tolist()) == [0, 1, 2, 3, 4]  # one draw in each fifth of the prior along it
+            others = [i for i in range(p.shape[1]) if i != axis]
+            torch.testing.assert_close(s[:, others], p[:, others])  # only the widest axis is stratified
+
+
+def test_sample_z_stratified_for_one_draw_is_a_draw_from_the_prior():
+    mixed, _ = _mixture_along_a_line(8, joint=True)
+    firsts = [int(_component(mixed.sample_z(1, torch.Generator().manual_seed(s), stratified=True)[1],
+                             mixed.prior_means_bg)) for s in range(400)]
+    assert torch.bincount(torch.tensor(firsts), minlength=8).min() > 25
 
 
 def test_mixture_prior_refuses_what_it_cannot_store():

@@ -233,6 +233,32 @@ def test_codes_come_from_the_seed_through_sample_z(pipe, ids):
     assert torch.equal(out.z_fg, z_fg[0]) and torch.equal(out.z_bg, z_bg[0])
 
 
+def test_sample_z_set_gives_k_stratified_codes_that_run_as_given_codes(pipe, ids):
+    z_fg, z_bg = pipe.sample_z_set(6, seed=4)
+    assert z_fg.shape == (6, pipe.z_dims[0]) and z_bg.shape == (6, pipe.z_dims[1])
+    assert z_fg.dtype == torch.float32 and z_fg.device.type == "cpu"
+    # The flow predictor's stratified draw from a generator seeded with the seed, reproducibly.
+    expected = pipe.flow_predictor.sample_z(6, torch.Generator().manual_seed(4), torch.device("cpu"), stratified=True)
+    assert torch.equal(z_fg, expected[0]) and torch.equal(z_bg, expected[1])
+    assert torch.equal(pipe.sample_z_set(6, seed=4)[1], z_bg) and not torch.equal(pipe.sample_z_set(6, seed=5)[1], z_bg)
+    # This tiny model samples N(0, I): its first coordinate takes one value from each sixth of N(0, 1).
+    slices = (torch.distributions.Normal(0.0, 1.0).cdf(z_fg[:, 0]) * 6).floor().long()
+    assert sorted(slices.tolist()) == list(range(6))
+    # Row j runs as a given code and comes back unchanged.
+    out = pipe(ids, z_fg=z_fg[2], z_bg=z_bg[2])
+    assert torch.equal(out.z_fg, z_fg[2]) and torch.equal(out.z_bg, z_bg[2])
+    assert np.abs(out.flow_bwd - pipe(ids, z_fg=z_fg[3], z_bg=z_bg[3]).flow_bwd).max() > 1e-4
+
+
+@pytest.mark.parametrize("k, seed, message", [
+    (0, 0, "k must be"), (True, 0, "k must be"), (2.5, 0, "k must be"), (10**6, 0, "k must be"),
+    (3, -1, "seed must be"), (3, 1.5, "seed must be"),
+])
+def test_sample_z_set_refuses_bad_arguments(pipe, k, seed, message):
+    with pytest.raises(ValueError, match=message):
+        pipe.sample_z_set(k, seed=seed)
+
+
 def test_a_given_half_overrides_the_seed_and_the_other_half_follows_it(pipe, ids):
     a = pipe(ids, seed=0)
     b = pipe(ids, seed=5, z_fg=a.z_fg)
