@@ -287,6 +287,14 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     assert gains["all"]["clips"] == 2 == gains["camera_still"]["clips"] + gains["camera_moving"]["clips"]
     assert gains["all"]["mean"] == pytest.approx(s["psnr"]["best_of_3"] - s["psnr"]["copy_first_frame"])
     assert f"| all clips | 2 | {gains['all']['mean']:.2f} |" in md
+    # Per clip: the rows the means come from.
+    rows = s["per_clip"]
+    assert [r["seed"] for r in rows] == [HELDOUT_SEED_START, HELDOUT_SEED_START + 1]
+    assert sum(r["camera_still"] for r in rows) == gains["camera_still"]["clips"]
+    assert np.mean([r["psnr_best_of_3"] for r in rows]) == pytest.approx(s["psnr"]["best_of_3"])
+    assert np.mean([r["psnr_copy"] for r in rows]) == pytest.approx(s["psnr"]["copy_first_frame"])
+    assert np.mean([r["epe_best_of_3"] for r in rows]) == pytest.approx(s["epe"]["best_of_3"])
+    assert np.mean([r["epe_zero_flow"] for r in rows]) == pytest.approx(s["epe"]["zero_flow"])
     assert (f"| The same on frames blurred (σ = 1 px): generated / real | "
             f"{lf['blurred_generated_first_frame_miou']:.3f} / {lf['blurred_real_frame_miou']:.3f} |") in md
     assert md in capsys.readouterr().out
