@@ -286,7 +286,7 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     gains = s["psnr_gain_over_copy"]
     assert gains["all"]["clips"] == 2 == gains["camera_still"]["clips"] + gains["camera_moving"]["clips"]
     assert gains["all"]["mean"] == pytest.approx(s["psnr"]["best_of_3"] - s["psnr"]["copy_first_frame"])
-    assert f"| all clips | 2 | {gains['all']['mean']:.2f} |" in md
+    assert f"| all clips | 2 | {gains['all']['mean']:.2f} | {gains['all']['median']:.2f} | " in md
     # Per clip: the rows the means come from.
     rows = s["per_clip"]
     assert [r["seed"] for r in rows] == [HELDOUT_SEED_START, HELDOUT_SEED_START + 1]
@@ -305,11 +305,31 @@ def test_psnr_gain_is_split_by_camera():
     copy = np.array([20.0, 24.0, 100.0, 21.0])  # clip 2: nothing moved, copying is exact (the PSNR cap)
     still = np.array([False, False, True, False])
     g = evaluate.psnr_gain_by_camera(best, copy, still)
-    assert g["all"] == {"clips": 4, "mean": pytest.approx((10 + 1 - 60 + 1) / 4), "median": pytest.approx(1.0)}
-    assert g["camera_still"] == {"clips": 1, "mean": pytest.approx(-60.0), "median": pytest.approx(-60.0)}
+    assert g["all"]["clips"] == 4 and g["all"]["mean"] == pytest.approx((10 + 1 - 60 + 1) / 4)
+    assert g["all"]["median"] == pytest.approx(1.0)
+    assert g["camera_still"] == {"clips": 1, "mean": pytest.approx(-60.0), "median": pytest.approx(-60.0),
+                                 "interval_90": [pytest.approx(-60.0), pytest.approx(-60.0)]}  # one clip: no spread
     assert g["camera_moving"]["clips"] == 3 and g["camera_moving"]["mean"] == pytest.approx(4.0)
+    lo, hi = g["all"]["interval_90"]
+    assert -60 < lo < g["all"]["mean"] < hi < 10  # resampling 4 clips, one of them -60: a wide interval
     empty = evaluate.psnr_gain_by_camera(best, copy, np.zeros(4, bool))["camera_still"]
     assert empty["clips"] == 0 and math.isnan(empty["mean"]) and math.isnan(empty["median"])
+    assert all(math.isnan(v) for v in empty["interval_90"])
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_clips():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(2.0, 3.0, 25), rng.normal(2.0, 3.0, 400)
+    state = torch.random.get_rng_state()
+    lo, hi = evaluate.bootstrap_interval(few)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    assert (lo, hi) == evaluate.bootstrap_interval(few)  # and the interval is reproducible
+    assert lo < few.mean() < hi
+    # The standard error of a mean: about 1.645 · 3 / sqrt(n) on either side.
+    assert (hi - lo) / 2 == pytest.approx(1.645 * few.std() / 5, rel=0.25)
+    lo_many, hi_many = evaluate.bootstrap_interval(many)
+    assert (hi_many - lo_many) < (hi - lo) / 2.5
+    assert evaluate.bootstrap_interval(few, level=0.5)[1] - evaluate.bootstrap_interval(few, level=0.5)[0] < hi - lo
 
 
 @pytest.mark.parametrize(

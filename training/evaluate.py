@@ -225,13 +225,33 @@ def evaluate_synthcity(
     return _summarise_synthcity(acc)
 
 
-def psnr_gain_by_camera(best: np.ndarray, copy: np.ndarray, still: np.ndarray) -> dict[str, dict[str, float]]:
+def bootstrap_interval(values, level: float = 0.9, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """The central ``level`` interval of the mean of ``values`` (n,) over ``resamples`` resamplings of them with
+    replacement (torchmetrics' ``BootStrapper``, multinomial), seeded and leaving torch's global RNG untouched."""
+    from torchmetrics import MeanMetric
+    from torchmetrics.wrappers import BootStrapper
+
+    values = torch.as_tensor(np.asarray(values, np.float64))
+    if values.numel() == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        boot = BootStrapper(MeanMetric(), num_bootstraps=resamples, mean=False, std=False,
+                            quantile=torch.tensor([tail, 1 - tail]), sampling_strategy="multinomial")
+        boot.update(values)
+        lo, hi = boot.compute()["quantile"].tolist()
+    return float(lo), float(hi)
+
+
+def psnr_gain_by_camera(best: np.ndarray, copy: np.ndarray, still: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per-clip gain of the best-of-K PSNR over copying the first frame (dB), for all clips and split by camera.
 
     ``best``, ``copy`` (clips,) in dB; ``still`` (clips,) bool. The mean over clips of a PSNR is dominated by its
     highest values: on a clip where nothing moves the copied frame *is* the truth (``PSNR_CAP_DB``), so one such
-    clip among a hundred can take most of a dB off the mean gain. The median and the still / moving split show it.
-    A group without clips has NaN mean and median (``null`` in metrics.json, "–" in the table).
+    clip among a hundred can take most of a dB off the mean gain. The median and the still / moving split show it,
+    and ``interval_90`` says how much the mean would move on another draw of as many clips (bootstrap, 90 %).
+    A group without clips has NaN mean, median and interval (``null`` in metrics.json, "–" in the table).
     """
     gain = np.asarray(best, np.float64) - np.asarray(copy, np.float64)
     still = np.asarray(still, bool)
@@ -239,7 +259,8 @@ def psnr_gain_by_camera(best: np.ndarray, copy: np.ndarray, still: np.ndarray) -
     for name, keep in (("all", np.ones_like(still)), ("camera_still", still), ("camera_moving", ~still)):
         g = gain[keep]
         out[name] = {"clips": int(keep.sum()), "mean": float(g.mean()) if g.size else float("nan"),
-                     "median": float(np.median(g)) if g.size else float("nan")}
+                     "median": float(np.median(g)) if g.size else float("nan"),
+                     "interval_90": list(bootstrap_interval(g))}
     return out
 
 
@@ -423,11 +444,14 @@ def to_markdown(metrics: dict[str, Any]) -> str:
         lines.append(f"| {title} | {_fmt(e.get('mean'))} | {_fmt(e.get(f'best_of_{k}'))} | {base_text} |")
     gains = s.get("psnr_gain_over_copy")
     if gains:
-        lines += ["", f"| Best-of-{k} PSNR minus copy-frame-0 PSNR, per clip (dB) | clips | mean | median |",
-                  "| --- | ---: | ---: | ---: |"]
+        lines += ["", f"| Best-of-{k} PSNR minus copy-frame-0 PSNR, per clip (dB) | clips | mean | median "
+                      "| mean: 90 % bootstrap interval |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
         for key, title in (("all", "all clips"), ("camera_moving", "camera moving"), ("camera_still", "camera still")):
             g = gains[key]
-            lines.append(f"| {title} | {g['clips']} | {_fmt(g['mean'], 2)} | {_fmt(g['median'], 2)} |")
+            lo, hi = g.get("interval_90", (None, None))
+            lines.append(f"| {title} | {g['clips']} | {_fmt(g['mean'], 2)} | {_fmt(g['median'], 2)} "
+                         f"| {_fmt(lo, 2)} – {_fmt(hi, 2)} |")
     lines += ["", "| Diversity and disentanglement | value |", "| --- | ---: |"]
     d = s.get("diversity", {})
     if "skipped" in d:
