@@ -287,6 +287,9 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     assert gains["all"]["clips"] == 2 == gains["camera_still"]["clips"] + gains["camera_moving"]["clips"]
     assert gains["all"]["mean"] == pytest.approx(s["psnr"]["best_of_3"] - s["psnr"]["copy_first_frame"])
     assert f"| all clips | 2 | {gains['all']['mean']:.2f} | {gains['all']['median']:.2f} | " in md
+    gains["camera_moving"]["median"] = -0.063  # dB in fixed point, however small
+    assert f"| camera moving | {gains['camera_moving']['clips']} | {gains['camera_moving']['mean']:.2f} | -0.06 | " \
+        in evaluate.to_markdown(metrics)
     # Per clip: the rows the means come from.
     rows = s["per_clip"]
     assert [r["seed"] for r in rows] == [HELDOUT_SEED_START, HELDOUT_SEED_START + 1]

@@ -400,12 +400,12 @@ def evaluate_cityscapes(
 # Report
 
 
-def _fmt(v, digits: int = 3) -> str:
+def _fmt(v, digits: int = 3, scientific: bool = True) -> str:
     if isinstance(v, (int, np.integer)):
         return str(v)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    if v != 0 and abs(v) < 10 ** (1 - digits):  # too small for fixed point: keep two significant digits
+    if scientific and v != 0 and abs(v) < 10 ** (1 - digits):  # too small for fixed point: two significant digits
         return f"{v:.1e}"
     return f"{v:.{digits}f}"
 
@@ -450,8 +450,8 @@ def to_markdown(metrics: dict[str, Any]) -> str:
         for key, title in (("all", "all clips"), ("camera_moving", "camera moving"), ("camera_still", "camera still")):
             g = gains[key]
             lo, hi = g.get("interval_90", (None, None))
-            lines.append(f"| {title} | {g['clips']} | {_fmt(g['mean'], 2)} | {_fmt(g['median'], 2)} "
-                         f"| {_fmt(lo, 2)} – {_fmt(hi, 2)} |")
+            db = lambda v: _fmt(v, 2, scientific=False)  # noqa: E731  (dB: hundredths are what matter)
+            lines.append(f"| {title} | {g['clips']} | {db(g['mean'])} | {db(g['median'])} | {db(lo)} – {db(hi)} |")
     lines += ["", "| Diversity and disentanglement | value |", "| --- | ---: |"]
     d = s.get("diversity", {})
     if "skipped" in d:
