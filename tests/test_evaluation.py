@@ -282,6 +282,9 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     assert "skipped" in metrics["cityscapes"]
     md = (out / "metrics.md").read_text()
     assert "| Metric | mean over z | best of 3 | baseline |" in md and "Backward-flow EPE" in md
+    assert metrics["protocol"]["z_sampling"] == "stratified"  # the default, and the table says so
+    assert ("(one stratified set per clip, `pipe.sample_z_set`, from seed clip seed · 3; diversity from the "
+            "independent codes of seeds clip seed · 3 + 0–1)") in md
     assert f"{s['psnr']['mean']:.3f}" in md
     gains = s["psnr_gain_over_copy"]
     assert gains["all"]["clips"] == 2 == gains["camera_still"]["clips"] + gains["camera_moving"]["clips"]

@@ -410,10 +410,21 @@ def _fmt(v, digits: int = 3, scientific: bool = True) -> str:
     return f"{v:.{digits}f}"
 
 
-def _sampling_note(z_sampling: str | None) -> str:
+def _seeds_note(z_seeds: str, z_sampling: str, k: int) -> str:
+    """Where a report's codes came from, e.g. "clip seed · 10 + 0–9"."""
+    first = "0" if z_seeds == "shared" else f"clip seed · {k}"
     if z_sampling == "stratified":
-        return "; one stratified set per clip, `pipe.sample_z_set`; diversity from the independent codes of two seeds"
-    return "; independent codes" if z_sampling == "independent" else ""
+        return f"seed {first}; diversity from the independent codes of seeds {first} + 0–1"
+    return f"0–{k - 1} per clip" if z_seeds == "shared" else f"{first} + 0–{k - 1}"
+
+
+def _codes_note(protocol: dict[str, Any]) -> str:
+    """The table's account of the K codes, e.g. "(z seeds clip seed · 10 + 0–9; independent codes)"."""
+    k, sampling = protocol["k"], protocol.get("z_sampling")
+    seeds = protocol.get("z_seeds", f"0–{k - 1} per clip")
+    if sampling == "stratified":
+        return f"(one stratified set per clip, `pipe.sample_z_set`, from {seeds})"
+    return f"(z seeds {seeds}{'; independent codes' if sampling == 'independent' else ''})"
 
 
 def to_markdown(metrics: dict[str, Any]) -> str:
@@ -426,7 +437,7 @@ def to_markdown(metrics: dict[str, Any]) -> str:
         "",
         f"{p['num_clips']} clips (seeds {p['seeds'][0]}–{p['seeds'][1] - 1}), {p['size'][0]}×{p['size'][1]}, "
         f"T = {p['num_frames'] - 1}; stage 2 animates the true first frame; K = {k} z samples per clip "
-        f"(z seeds {p.get('z_seeds', f'0–{k - 1} per clip')}{_sampling_note(p.get('z_sampling'))}).",
+        f"{_codes_note(p)}.",
         "",
         f"| Metric | mean over z | best of {k} | baseline |",
         "| --- | ---: | ---: | ---: |",
@@ -599,8 +610,7 @@ def main(argv=None) -> int:
             "size": list(args.size),
             "num_frames": pipe.num_frames + 1,
             "k": args.k,
-            "z_seeds": (f"0–{args.k - 1} per clip" if args.z_seeds == "shared"
-                        else f"clip seed · {args.k} + 0–{args.k - 1}"),
+            "z_seeds": _seeds_note(args.z_seeds, args.z_sampling, args.k),
             "z_sampling": args.z_sampling,
             "segmenter": str(args.segmenter) if segmenter is not None else None,
             "date": datetime.date.today().isoformat(),

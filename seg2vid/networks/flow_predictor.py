@@ -121,7 +121,8 @@ def principal_order(means: torch.Tensor) -> torch.Tensor:
     """The N components of a mixture ranked along the first principal axis of their means (N, D) → (N,) indices.
 
     The axis is the direction in which the means differ most (on SynthCity's stage 2, the camera's speed: the
-    ranks correlate with it at 0.96). Computed in float64 from whichever Gram matrix is smaller; ties keep their order.
+    ranks correlate with it at 0.92 in size). Computed in float64 from whichever Gram matrix is smaller; ties keep
+    their order.
     """
     centred = means.double() - means.double().mean(0)
     if centred.shape[0] <= centred.shape[1]:  # (N, N): its top eigenvector is the projections, up to scale
@@ -319,8 +320,8 @@ class FlowPredictor(nn.Module):
         slice b of the ranking; a Gaussian prior takes ε's coordinate along the axis of largest variance of L Lᵀ
         (N(0, I): the first coordinate) from slice b of N(0, 1). On the bundled SynthCity model the axis is the
         camera's speed and 18 % of the components stand still: 10 independent draws miss the still camera
-        altogether one time in seven, 10 stratified draws one time in forty. After ε, each stratified half draws a permutation of
-        the B slices and B uniforms (once for both halves with ``joint_prior``) instead of n.
+        altogether one time in seven, 10 stratified draws one time in thirty. After ε, each stratified half draws
+        a permutation of the B slices and B uniforms (once for both halves with ``joint_prior``) instead of n.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
