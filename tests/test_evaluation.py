@@ -344,6 +344,7 @@ def test_bootstrap_interval_is_seeded_and_narrows_with_more_clips():
         (["--seed-start", "5"], "held-out seeds"),
         (["--num-clips", "0"], "--num-clips"),
         (["--k", "0"], "--k"),
+        (["--k", "5000"], "at most 4096 with --z-sampling stratified"),
         (["--size", "30x64"], "multiples"),
     ],
 )

@@ -742,25 +742,41 @@ def test_stratified_mixture_draws_cover_the_components_slice_by_slice(joint):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("fitted", [False, True])
-def test_stratified_gaussian_draws_cover_the_widest_axis_slice_by_slice(fitted):
+@pytest.mark.parametrize("prior", ["standard", "diagonal", "full"])
+def test_stratified_gaussian_draws_cover_the_widest_axis_slice_by_slice(prior):
     torch.manual_seed(0)
-    model = FlowPredictor(tiny_flow_config(fitted_prior=fitted))
+    model = FlowPredictor(tiny_flow_config(fitted_prior=prior != "standard"))
     d_fg, d_bg = model.config.z_fg_dim, model.config.z_bg_dim
-    if fitted:  # widest along the last coordinate of each half (std 6), so N(0, I)'s first coordinate is not it
+    means = (torch.full((d_fg,), 2.0), torch.full((d_bg,), -1.0)) if prior != "standard" else (0, 0)
+    if prior == "diagonal":  # widest along the last coordinate (std 6), so N(0, I)'s first coordinate is not it
         scales = [torch.diag(torch.tensor([1.0] * (d - 1) + [6.0])) for d in (d_fg, d_bg)]
-        model.set_prior(torch.full((d_fg,), 2.0), scales[0], torch.full((d_bg,), -1.0), scales[1])
-    centre, std = ((2.0, -1.0), 6.0) if fitted else ((0.0, 0.0), 1.0)
+    elif prior == "full":  # lower-triangular with correlations: L's left and right singular vectors differ
+        g = torch.Generator().manual_seed(2)
+        scales = [torch.tril(torch.randn(d, d, generator=g)) + 2 * torch.eye(d) for d in (d_fg, d_bg)]
+    else:
+        scales = [torch.eye(d_fg), torch.eye(d_bg)]
+    if prior != "standard":
+        model.set_prior(means[0], scales[0], means[1], scales[1])
     normal = torch.distributions.Normal(0.0, 1.0)
-    for seed in range(20):
+    first_slices = []
+    for seed in range(60):
         plain = model.sample_z(5, torch.Generator().manual_seed(seed))
         strat = model.sample_z(5, torch.Generator().manual_seed(seed), stratified=True)
-        for p, s, c in zip(plain, strat, centre):
-            axis = p.shape[1] - 1 if fitted else 0
-            slices = (normal.cdf((s[:, axis] - c) / std) * 5).floor().long()
+        for half, (p, s, m, scale) in enumerate(zip(plain, strat, means, scales)):
+            # The widest axis of the prior's covariance L Lᵀ and its standard deviation (N(0, I): the first axis).
+            variances, vectors = torch.linalg.eigh(scale.double() @ scale.double().T)
+            axis, std = vectors[:, -1].float(), float(variances[-1].sqrt())
+            if prior == "standard":
+                axis = torch.eye(p.shape[1])[0]
+            slices = (normal.cdf((s - m) @ axis / std) * 5).floor().long()
             assert sorted(slices.tolist()) == [0, 1, 2, 3, 4]  # one draw in each fifth of the prior along it
-            others = [i for i in range(p.shape[1]) if i != axis]
-            torch.testing.assert_close(s[:, others], p[:, others])  # only the widest axis is stratified
+            # Only that direction changes: what is left of each draw is the independent draw's.
+            rest = lambda z: (z - m) - ((z - m) @ axis)[:, None] * axis  # noqa: E731
+            torch.testing.assert_close(rest(s), rest(p), atol=1e-4, rtol=1e-4)
+            if half == 0:
+                first_slices.append(int(slices[0]))
+    # The slices come in random order: the first draw on its own lands in any fifth.
+    assert torch.bincount(torch.tensor(first_slices), minlength=5).min() >= 5
 
 
 def test_sample_z_stratified_for_one_draw_is_a_draw_from_the_prior():

@@ -81,6 +81,7 @@ from seg2vid.evaluation import (
     ssim_per_frame,
 )
 from seg2vid.labels import CLASSES, NUM_CLASSES
+from seg2vid.pipeline import MAX_Z_SET
 
 EXIT_USAGE = 2
 BLUR_SIGMA = 1.0  # px, the label-fidelity control's Gaussian blur
@@ -573,6 +574,8 @@ def main(argv=None) -> int:
         return _usage_error(f"--num-clips must be ≥ 1; got {args.num_clips}")
     if args.k < 1:
         return _usage_error(f"--k must be ≥ 1; got {args.k}")
+    if args.z_sampling == "stratified" and args.k > MAX_Z_SET:
+        return _usage_error(f"--k must be at most {MAX_Z_SET} with --z-sampling stratified; got {args.k}")
     if args.seed_start < HELDOUT_SEED_START:
         return _usage_error(
             f"--seed-start {args.seed_start} is a training seed; evaluation uses held-out seeds ≥ {HELDOUT_SEED_START}"

@@ -132,8 +132,10 @@ def principal_order(means: torch.Tensor) -> torch.Tensor:
     return torch.argsort(_canonical_sign(score), stable=True)
 
 
-def stratified_uniform(batch_size: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """B numbers in (0, 1), one in each of the slices [b/B, (b+1)/B), in random order: (perm + u) / B (float64)."""
+def stratified_uniform(batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """B numbers in (0, 1), one in each of the slices [b/B, (b+1)/B), in random order: (perm + u) / B, float64 on
+    ``generator``'s device (without one, on the CPU from torch's global generator)."""
+    device = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(batch_size, generator=generator, device=device)
     u = torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
     return ((perm + u) / batch_size).clamp(1e-12, 1 - 1e-12)
@@ -321,7 +323,9 @@ class FlowPredictor(nn.Module):
         (N(0, I): the first coordinate) from slice b of N(0, 1). On the bundled SynthCity model the axis is the
         camera's speed and 18 % of the components stand still: 10 independent draws miss the still camera
         altogether one time in seven, 10 stratified draws one time in thirty. After ε, each stratified half draws
-        a permutation of the B slices and B uniforms (once for both halves with ``joint_prior``) instead of n.
+        a permutation of the B slices and B uniforms (once for both halves with ``joint_prior``) instead of n. The
+        ranking comes from an eigendecomposition, so components whose positions along the axis agree to rounding
+        error (near-duplicates) may trade places on another machine's linear algebra.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -355,8 +359,8 @@ class FlowPredictor(nn.Module):
         halves = [torch.cat([fg, bg], 1)] if self.config.joint_prior else [fg, bg]  # (N, D) each
         rows = []
         for means in halves:
-            rank = (stratified_uniform(batch_size, generator, device) * n_components).long().clamp(max=n_components - 1)
-            rows.append(principal_order(means).to(device)[rank])  # (B,)
+            rank = (stratified_uniform(batch_size, generator) * n_components).long().clamp(max=n_components - 1)
+            rows.append(principal_order(means)[rank.cpu()].to(device))  # (B,)
         return torch.stack(rows * (2 // len(rows)))  # (2, B)
 
     def _stratify_eps(self, eps: torch.Tensor, half: str, generator) -> torch.Tensor:
@@ -368,7 +372,7 @@ class FlowPredictor(nn.Module):
             v = torch.zeros(eps.shape[1], dtype=torch.float64)
             v[0] = 1.0
         v = v.to(eps.device, eps.dtype)
-        q = torch.special.ndtri(stratified_uniform(eps.shape[0], generator, eps.device)).to(eps.dtype)  # (B,)
+        q = torch.special.ndtri(stratified_uniform(eps.shape[0], generator)).to(eps.device, eps.dtype)  # (B,)
         return eps + (q - eps @ v)[:, None] * v[None, :]
 
     @torch.no_grad()
