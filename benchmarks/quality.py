@@ -10,6 +10,7 @@ every clip the same seed(s).
     python benchmarks/quality.py --checkpoint runs/x/export --out benchmarks/out/quality
     python benchmarks/quality.py --num-clips 10 --k 4              # a quick look (not the reported protocol)
     python benchmarks/quality.py --z-sampling independent          # best of 10 independent codes
+    python benchmarks/quality.py --z-seed-offset 7000000000         # another draw of the codes: how much is luck
 
 Writes ``metrics.json`` and ``metrics.md`` to ``--out`` (default ``benchmarks/out/quality``) and prints the table.
 """

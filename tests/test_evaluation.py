@@ -345,6 +345,7 @@ def test_bootstrap_interval_is_seeded_and_narrows_with_more_clips():
         (["--num-clips", "0"], "--num-clips"),
         (["--k", "0"], "--k"),
         (["--k", "5000"], "at most 4096 with --z-sampling stratified"),
+        (["--z-seed-offset", "-3"], "--z-seed-offset"),
         (["--size", "30x64"], "multiples"),
     ],
 )
@@ -395,6 +396,30 @@ def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypa
         evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_seeds="random")
     with pytest.raises(ValueError, match="z_sampling"):
         evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_sampling="sobol")
+    # An offset moves every seed by the same amount.
+    sets.clear(), used.clear()
+    evaluate.evaluate_synthcity(pipe, clips[:1], SIZE, k=3, progress=False, z_seeds=z_seeds, z_sampling=z_sampling,
+                                z_seed_offset=1000)
+    drawn = [x for x in used if x != "given"] + [seed for _, seed in sets]
+    assert drawn and all(d >= starts[0] + 1000 for d in drawn) and starts[0] + 1000 in drawn
+    with pytest.raises(ValueError, match="z_seed_offset"):
+        evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_seed_offset=-1)
+
+
+def test_evaluate_passes_the_sampling_options_on(eval_setup, monkeypatch):
+    tmp, pipe_dir = eval_setup
+    seen = {}
+
+    def fake(pipe, seeds, size, k, segmenter=None, progress=True, **options):
+        seen.update(options)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(evaluate, "evaluate_synthcity", fake)
+    argv = ["--checkpoint", str(pipe_dir), "--out", str(tmp / "opts"), "--no-progress", "--segmenter", "none",
+            "--z-seeds", "shared", "--z-sampling", "independent", "--z-seed-offset", "77"]
+    with pytest.raises(RuntimeError, match="stop here"):
+        evaluate.main(argv)
+    assert seen == {"z_seeds": "shared", "z_sampling": "independent", "z_seed_offset": 77}
 
 
 def test_stratified_and_independent_codes_agree_on_diversity_and_differ_in_the_k_videos(eval_setup):

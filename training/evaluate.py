@@ -143,7 +143,7 @@ Z_SAMPLING = ("stratified", "independent")
 
 def evaluate_synthcity(
     pipe, seeds, size: tuple[int, int], k: int, segmenter=None, progress: bool = True, z_seeds: str = "per-clip",
-    z_sampling: str = "stratified",
+    z_sampling: str = "stratified", z_seed_offset: int = 0,
 ) -> dict:
     """The SynthCity metrics (see the module docstring) for ``pipe`` on clips ``seeds`` at ``size``."""
     from tqdm.auto import tqdm
@@ -159,6 +159,8 @@ def evaluate_synthcity(
         raise ValueError(f"z_seeds must be one of {Z_SEEDS}; got {z_seeds!r}.")
     if z_sampling not in Z_SAMPLING:
         raise ValueError(f"z_sampling must be one of {Z_SAMPLING}; got {z_sampling!r}.")
+    if isinstance(z_seed_offset, bool) or not isinstance(z_seed_offset, int) or not 0 <= z_seed_offset < 2**62:
+        raise ValueError(f"z_seed_offset must be an integer from 0 to 2**62 - 1; got {z_seed_offset!r}.")
     pipe.resolution = size
     num_frames = pipe.num_frames + 1
     acc = _SynthAccumulator(k)
@@ -171,8 +173,8 @@ def evaluate_synthcity(
         visible = torch.from_numpy(clip.occ_bwd).bool()  # (T, H, W), 1 = has a correspondence in frame 0
 
         # K videos from the true first frame: one stratified set of K codes from seed s, or the codes of seeds
-        # s … s + K-1 (s = clip seed · K, or 0 with shared seeds).
-        first_z_seed = seed * k if z_seeds == "per-clip" else 0
+        # s … s + K-1 (s = clip seed · K, or 0 with shared seeds, plus the offset).
+        first_z_seed = (seed * k if z_seeds == "per-clip" else 0) + z_seed_offset
         if z_sampling == "stratified":
             z_fg, z_bg = pipe.sample_z_set(k, seed=first_z_seed)  # (K, D_fg), (K, D_bg)
             samples = [pipe.animate(frame0, ids0, z_fg=z_fg[j], z_bg=z_bg[j]) for j in range(k)]
@@ -411,12 +413,14 @@ def _fmt(v, digits: int = 3, scientific: bool = True) -> str:
     return f"{v:.{digits}f}"
 
 
-def _seeds_note(z_seeds: str, z_sampling: str, k: int) -> str:
+def _seeds_note(z_seeds: str, z_sampling: str, k: int, offset: int = 0) -> str:
     """Where a report's codes came from, e.g. "clip seed · 10 + 0–9"."""
-    first = "0" if z_seeds == "shared" else f"clip seed · {k}"
+    first = ("0" if z_seeds == "shared" else f"clip seed · {k}") + (f" + {offset:_}" if offset else "")
     if z_sampling == "stratified":
         return f"seed {first}; diversity from the independent codes of seeds {first} + 0–1"
-    return f"0–{k - 1} per clip" if z_seeds == "shared" else f"{first} + 0–{k - 1}"
+    if z_seeds == "shared" and not offset:
+        return f"0–{k - 1} per clip"
+    return f"{first} + 0–{k - 1}"
 
 
 def _codes_note(protocol: dict[str, Any]) -> str:
@@ -535,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z-seeds", choices=Z_SEEDS, default="per-clip",
                    help="per-clip: K seeds of each clip's own (clip seed · K + 0 … K-1); shared: z seeds 0 … K-1 "
                         "for every clip (default: %(default)s)")
+    p.add_argument("--z-seed-offset", type=int, default=0, metavar="N",
+                   help="add N to every z seed: another draw of the codes, to see how much a result owes to luck "
+                        "(default: %(default)s)")
     p.add_argument("--z-sampling", choices=Z_SAMPLING, default="stratified",
                    help="stratified: one set of K codes that covers the prior (pipe.sample_z_set); independent: the "
                         "codes of K seeds (default: %(default)s)")
@@ -574,6 +581,8 @@ def main(argv=None) -> int:
         return _usage_error(f"--num-clips must be ≥ 1; got {args.num_clips}")
     if args.k < 1:
         return _usage_error(f"--k must be ≥ 1; got {args.k}")
+    if not 0 <= args.z_seed_offset < 2**62:
+        return _usage_error(f"--z-seed-offset must lie in [0, 2**62); got {args.z_seed_offset}")
     if args.z_sampling == "stratified" and args.k > MAX_Z_SET:
         return _usage_error(f"--k must be at most {MAX_Z_SET} with --z-sampling stratified; got {args.k}")
     if args.seed_start < HELDOUT_SEED_START:
@@ -613,7 +622,7 @@ def main(argv=None) -> int:
             "size": list(args.size),
             "num_frames": pipe.num_frames + 1,
             "k": args.k,
-            "z_seeds": _seeds_note(args.z_seeds, args.z_sampling, args.k),
+            "z_seeds": _seeds_note(args.z_seeds, args.z_sampling, args.k, args.z_seed_offset),
             "z_sampling": args.z_sampling,
             "segmenter": str(args.segmenter) if segmenter is not None else None,
             "date": datetime.date.today().isoformat(),
@@ -622,7 +631,8 @@ def main(argv=None) -> int:
     if segmenter_note:
         metrics["protocol"]["segmenter_note"] = segmenter_note
     metrics["synthcity"] = evaluate_synthcity(pipe, seeds, args.size, args.k, segmenter, progress=not args.no_progress,
-                                              z_seeds=args.z_seeds, z_sampling=args.z_sampling)
+                                              z_seeds=args.z_seeds, z_sampling=args.z_sampling,
+                                              z_seed_offset=args.z_seed_offset)
     if args.cityscapes:
         metrics["cityscapes"] = evaluate_cityscapes(
             pipe, args.cityscapes, args.cityscapes_labels, args.cityscapes_split, args.cityscapes_max, args.size,
