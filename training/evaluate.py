@@ -9,9 +9,10 @@ likely slices along the prior's principal axis) or as the codes of seeds s … s
 (``--z-sampling independent``). Each stratified code is distributed as an independent one, so the means over z
 estimate the same expectations; the best of K is better because K independent codes can all miss a mode (on
 SynthCity, a still camera). Diversity and disentanglement always compare the independent codes of seeds s and
-s + 1. Shared seeds judge all clips by one set of K codes, and the disentanglement ratios by one pair, so a lucky
-or unlucky set moves every clip together (on the bundled model ±0.3 dB of best-of-10 PSNR with independent codes,
-and the z_BG frame ratio from 0.83 to 1.07); per-clip seeds average over as many sets as there are clips:
+s + 1; ``--z-seed-offset N`` adds N to every z seed, for another draw of the codes. Shared seeds judge all clips by
+one set of K codes, and the disentanglement ratios by one pair, so a lucky or unlucky set moves every clip together
+(on the bundled model ±0.3 dB of best-of-10 PSNR with independent codes, and the z_BG frame ratio from 0.83 to
+1.07); per-clip seeds average over as many sets as there are clips:
 
 * backward-flow end-point error vs the true ``w^b_t`` (px; all pixels and pixels visible in the ground truth),
   mean over the K samples and best-of-K, next to the zero-flow baseline;
