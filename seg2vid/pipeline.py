@@ -347,9 +347,8 @@ class Seg2VidPipeline:
             raise ValueError(f"k must be an integer from 1 to {MAX_Z_SET}; got {k!r}.")
         _check_seed(seed)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        with self._lock:
-            z_fg, z_bg = self.flow_predictor.sample_z(int(k), generator=generator, device=torch.device("cpu"),
-                                                      stratified=True)
+        z_fg, z_bg = self.flow_predictor.sample_z(int(k), generator=generator, device=torch.device("cpu"),
+                                                  stratified=True)
         return z_fg.float(), z_bg.float()
 
     def clear_cache(self) -> None:

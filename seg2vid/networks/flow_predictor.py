@@ -352,16 +352,17 @@ class FlowPredictor(nn.Module):
         return z_fg.to(device=device, dtype=param.dtype), z_bg.to(device=device, dtype=param.dtype)
 
     def _stratified_components(self, batch_size: int, generator, device) -> torch.Tensor:
-        """Mixture components for ``sample_z(stratified=True)``: (2, B) indices, row 0 for z_fg, row 1 for z_bg;
-        draw b of a half takes a component from slice b of the ranking along the principal axis."""
+        """Mixture components for ``sample_z(stratified=True)``: (2, B) indices, row 0 for z_fg, row 1 for z_bg
+        (with ``joint_prior`` one row, ranked on both halves' means, for both); draw b of a row takes a component
+        from slice b of the ranking along the principal axis."""
         n_components = self.config.prior_components
         fg, bg = self.prior_means_fg.detach().cpu(), self.prior_means_bg.detach().cpu()
         halves = [torch.cat([fg, bg], 1)] if self.config.joint_prior else [fg, bg]  # (N, D) each
         rows = []
         for means in halves:
             rank = (stratified_uniform(batch_size, generator) * n_components).long().clamp(max=n_components - 1)
-            rows.append(principal_order(means)[rank.cpu()].to(device))  # (B,)
-        return torch.stack(rows * (2 // len(rows)))  # (2, B)
+            rows.append(principal_order(means)[rank.cpu()])  # (B,)
+        return torch.stack(rows).to(device)  # (2, B), or (1, B) with joint_prior (sample_z expands it)
 
     def _stratify_eps(self, eps: torch.Tensor, half: str, generator) -> torch.Tensor:
         """ε (B, D) with its coordinate along the widest axis of the Gaussian prior (v: the first right-singular
