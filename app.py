@@ -225,7 +225,8 @@ class Seg2VidApp:
         progress(0.0, desc="Reading the label map")
         ids = U.editor_to_ids(canvas, self.size)
         photo = None if photo_path is None else U.read_photo_upload(photo_path, self.size)
-        fg_path, bg_path = U.latent_paths(self.pipe.sample_z, seed, self.pipe.flow_predictor.prior_mean())
+        fg_path, bg_path = U.latent_paths(  # the prior may depend on the layout: the codes of this label map
+            lambda s: self.pipe.sample_z(s, label_map=ids), seed, self.pipe.prior_mean(ids))
         clip = Clip(ids=ids, photo=photo, seed=seed, fg_path=fg_path, bg_path=bg_path)
         if photo is None:
             progress(0.2, desc="Stage 1: the first frame")

@@ -207,12 +207,22 @@ class FlowPredictorConfig(_Config):
     # that the objects' and the street's motion agree (what layered_flow needs: both halves carry the camera).
     # False: a clip is drawn for each half separately.
     joint_prior: bool = False
+    # With prior_components: draw z from the k components whose training clip's first label map is nearest the
+    # label map at hand (foreground layout; ``FlowPredictor.sample_z(heatmaps=...)``), a k-nearest-neighbour
+    # estimate of p(z | S) instead of p(z). Stored as the buffer prior_layouts (N, 8·8·16). 0: all N components.
+    prior_neighbours: int = 0
 
     def validate(self) -> None:
         _positive(self, "num_frames", "image_size", "z_fg_dim", "z_bg_dim", "encoder_stem_channels")
         _positive(self, "encoder_channels", "motion_channels", "decoder_channels", "refiner_channels")
         _positive(self, "motion_pool_size", "bottleneck_frames", "max_flow")
-        _non_negative(self, "prior_components")
+        _non_negative(self, "prior_components", "prior_neighbours")
+        if self.prior_neighbours and not self.prior_components:
+            raise ValueError(f"FlowPredictorConfig: prior_neighbours ({self.prior_neighbours}) needs a mixture prior "
+                             "(prior_components > 0).")
+        if self.prior_neighbours > self.prior_components:
+            raise ValueError(f"FlowPredictorConfig: prior_neighbours ({self.prior_neighbours}) cannot exceed "
+                             f"prior_components ({self.prior_components}).")
         if self.prior_components and not self.fitted_prior:
             raise ValueError(
                 f"FlowPredictorConfig: prior_components ({self.prior_components}) needs fitted_prior: true."

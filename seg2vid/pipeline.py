@@ -17,7 +17,10 @@ Conventions:
   comes from ``seed``. ``out.z_fg`` / ``out.z_bg`` are float32 CPU tensors of shape ``(z_dim,)``: passing them
   back reproduces the video exactly. ``pipe.sample_z_set(k, seed)`` draws k codes that cover the prior (one from
   each of k equally likely slices along its principal axis, on SynthCity the camera's speed) for k videos that
-  differ as much as the model allows; row j goes in as ``z_fg=zf[j], z_bg=zb[j]``.
+  differ as much as the model allows; row j goes in as ``z_fg=zf[j], z_bg=zb[j]``. A prior conditioned on the
+  layout (``prior_neighbours``, the bundled model) draws from the training clips whose objects stood where the
+  label map's do, so a seed's code depends on the label map too: ``pipe.sample_z(seed, label_map=...)`` gives
+  the one a call with that seed and label map uses.
 * **Caching.** Stage 1 (the first frame) and the image encoder of stage 2 depend only on the label map (and
   the given first frame in ``animate``); their results are kept in a small LRU cache keyed by a hash of the
   trainIds. A new seed, ``z`` or ``motion_scale`` re-runs only ``flow_predictor.decode`` (flow decoder, warp,
@@ -321,35 +324,53 @@ class Seg2VidPipeline:
     # ------------------------------------------------------------------------------------------------------------
     # Latent codes and the stage-1 cache
 
-    def sample_z(self, seed: int = 0, z_fg=None, z_bg=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The codes a call with ``seed`` uses: z_fg then z_bg from a seeded CPU generator, each overridable.
+    def sample_z(self, seed: int = 0, z_fg=None, z_bg=None, label_map=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes a call with ``seed`` (and ``label_map``) uses: z_fg then z_bg from a seeded CPU generator,
+        each overridable. ``label_map`` matters only to a layout-conditioned prior (``prior_neighbours``); without
+        it such a prior draws from all its components, as an unconditioned one does.
 
         Returns float32 CPU tensors of shape (1, z_fg_dim) and (1, z_bg_dim).
         """
         fg_dim, bg_dim = self.z_dims
         if z_fg is None or z_bg is None:  # both given (the app's z scrubbing): nothing to draw
             generator = torch.Generator(device="cpu").manual_seed(int(seed))
-            seeded_fg, seeded_bg = self.flow_predictor.sample_z(1, generator=generator, device=torch.device("cpu"))
+            seeded_fg, seeded_bg = self.flow_predictor.sample_z(
+                1, generator=generator, device=torch.device("cpu"), heatmaps=self._prior_heatmaps(label_map))
         zf = self._as_z(z_fg, fg_dim, "z_fg") if z_fg is not None else seeded_fg.float()
         zb = self._as_z(z_bg, bg_dim, "z_bg") if z_bg is not None else seeded_bg.float()
         return zf, zb
 
-    def sample_z_set(self, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_z_set(self, k: int, seed: int = 0, label_map=None) -> tuple[torch.Tensor, torch.Tensor]:
         """k codes that cover the prior, for k videos of one label map that differ as much as the model allows:
         ``flow_predictor.sample_z(k, stratified=True)`` from a CPU generator seeded with ``seed``.
 
         Each code on its own is distributed as a seed's code is, but no two come from the same of k equally likely
         slices along the prior's principal axis (on SynthCity, the camera's speed), so the set spans standing,
-        creeping and fast motion instead of repeating one. Returns float32 CPU tensors (k, z_fg_dim) and
-        (k, z_bg_dim); pass row j as ``pipe(label_map, z_fg=zf[j], z_bg=zb[j])``.
+        creeping and fast motion instead of repeating one; with ``label_map`` and a layout-conditioned prior, from
+        the components of the training clips nearest it (see :meth:`sample_z`). Returns float32 CPU tensors
+        (k, z_fg_dim) and (k, z_bg_dim); pass row j as ``pipe(label_map, z_fg=zf[j], z_bg=zb[j])``.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_Z_SET:
             raise ValueError(f"k must be an integer from 1 to {MAX_Z_SET}; got {k!r}.")
         _check_seed(seed)
+        heatmaps = self._prior_heatmaps(label_map)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         z_fg, z_bg = self.flow_predictor.sample_z(int(k), generator=generator, device=torch.device("cpu"),
-                                                  stratified=True)
+                                                  stratified=True, heatmaps=heatmaps)
         return z_fg.float(), z_bg.float()
+
+    def prior_mean(self, label_map=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The centre of the codes a seed draws, (z_fg_dim,) and (z_bg_dim,) float32 CPU tensors, for
+        ``label_map`` where the prior is conditioned on it (``FlowPredictor.prior_mean``)."""
+        z_fg, z_bg = self.flow_predictor.prior_mean(self._prior_heatmaps(label_map))
+        return z_fg.detach().float().cpu(), z_bg.detach().float().cpu()
+
+    def _prior_heatmaps(self, label_map) -> torch.Tensor | None:
+        """(1, 19, H, W) CPU heatmaps of ``label_map`` at the model resolution for a layout-conditioned prior;
+        None when there is no label map or the prior ignores it."""
+        if label_map is None or not self.flow_predictor.config.prior_neighbours:
+            return None
+        return labels.one_hot(self.load_label_map(label_map)).unsqueeze(0)
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -424,8 +445,9 @@ class Seg2VidPipeline:
         # 1. Check the inputs and bring the label map to the model resolution (nearest).
         ids = self.check_inputs(label_map, seed, z_fg, z_bg, motion_scale)  # (H, W) uint8
 
-        # 2. The latent codes: z_fg then z_bg from the seed, either half replaced by a given code.
-        zf, zb = self.sample_z(seed, z_fg, z_bg)  # (1, z_fg_dim), (1, z_bg_dim) CPU
+        # 2. The latent codes: z_fg then z_bg from the seed (and the layout, for a prior conditioned on it),
+        #    either half replaced by a given code.
+        zf, zb = self.sample_z(seed, z_fg, z_bg, label_map=ids)  # (1, z_fg_dim), (1, z_bg_dim) CPU
 
         with self._lock:
             # 3. Stage 1 and the stage-2 image encoder, cached per label map (and given frame).

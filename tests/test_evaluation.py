@@ -283,7 +283,8 @@ def test_evaluate_end_to_end(eval_setup, capsys):
     md = (out / "metrics.md").read_text()
     assert "| Metric | mean over z | best of 3 | baseline |" in md and "Backward-flow EPE" in md
     assert metrics["protocol"]["z_sampling"] == "stratified"  # the default, and the table says so
-    assert ("(one stratified set per clip, `pipe.sample_z_set`, from seed clip seed · 3; diversity from the "
+    assert ("(one stratified set per clip for its label map, `pipe.sample_z_set`, from seed clip seed · 3; "
+            "diversity from the "
             "independent codes of seeds clip seed · 3 + 0–1)") in md
     assert f"{s['psnr']['mean']:.3f}" in md
     gains = s["psnr_gain_over_copy"]
@@ -380,14 +381,15 @@ def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypa
     animate, sample_z_set = pipe.animate, pipe.sample_z_set
     monkeypatch.setattr(pipe, "animate", lambda *a, seed=0, **kw: used.append(
         ("given" if "z_fg" in kw else seed)) or animate(*a, seed=seed, **kw))
-    monkeypatch.setattr(pipe, "sample_z_set", lambda k, seed=0: sets.append((k, seed)) or sample_z_set(k, seed))
+    monkeypatch.setattr(pipe, "sample_z_set", lambda k, seed=0, label_map=None: sets.append(
+        (k, seed, None if label_map is None else label_map.shape)) or sample_z_set(k, seed, label_map))
     clips = [HELDOUT_SEED_START + 3, HELDOUT_SEED_START + 4]
     evaluate.evaluate_synthcity(pipe, clips, SIZE, k=3, progress=False, z_seeds=z_seeds, z_sampling=z_sampling)
     starts = [0, 0] if z_seeds == "shared" else [3 * clips[0], 3 * clips[1]]
     # Per clip: the K videos; with stratified codes, then the two independent draws of diversity; then the two
     # disentanglement re-draws (given codes).
     if z_sampling == "stratified":
-        assert sets == [(3, s) for s in starts]
+        assert sets == [(3, s, SIZE) for s in starts]  # each set drawn for its clip's label map
         assert used == [x for s in starts for x in ["given"] * 3 + [s, s + 1] + ["given"] * 2]
     else:
         assert sets == []
@@ -400,7 +402,7 @@ def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypa
     sets.clear(), used.clear()
     evaluate.evaluate_synthcity(pipe, clips[:1], SIZE, k=3, progress=False, z_seeds=z_seeds, z_sampling=z_sampling,
                                 z_seed_offset=1000)
-    drawn = [x for x in used if x != "given"] + [seed for _, seed in sets]
+    drawn = [x for x in used if x != "given"] + [seed for _, seed, _ in sets]
     assert drawn and all(d >= starts[0] + 1000 for d in drawn) and starts[0] + 1000 in drawn
     with pytest.raises(ValueError, match="z_seed_offset"):
         evaluate.evaluate_synthcity(pipe, clips, SIZE, k=2, progress=False, z_seed_offset=-1)

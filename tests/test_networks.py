@@ -18,7 +18,7 @@ from seg2vid.networks import (
     MultiscaleDiscriminator,
     VGGFeatures,
 )
-from seg2vid.networks.flow_predictor import principal_order
+from seg2vid.networks.flow_predictor import LAYOUT_GRID, layout_descriptor, principal_order
 from seg2vid.networks.vgg import VGG19_FILENAME
 from seg2vid.warp import warp
 
@@ -784,6 +784,115 @@ def test_sample_z_stratified_for_one_draw_is_a_draw_from_the_prior():
     firsts = [int(_component(mixed.sample_z(1, torch.Generator().manual_seed(s), stratified=True)[1],
                              mixed.prior_means_bg)) for s in range(400)]
     assert torch.bincount(torch.tensor(firsts), minlength=8).min() > 25
+
+
+def _car_at(column: int) -> torch.Tensor:
+    """(1, 19, H, W) heatmaps of a street with one car, a block of 8 × 8 pixels whose left edge is ``column``."""
+    ids = torch.full((H, W), NAME_TO_ID["road"])
+    ids[12:20, column:column + 8] = NAME_TO_ID["car"]
+    return one_hot(ids).unsqueeze(0)
+
+
+def test_layout_descriptor_is_each_foreground_class_share_per_cell():
+    cells = LAYOUT_GRID[0] * LAYOUT_GRID[1]
+    street = _car_at(0).clone()
+    street[:, :, 12:20, 0:8] = 0
+    street[:, NAME_TO_ID["road"], 12:20, 0:8] = 1
+    assert torch.equal(layout_descriptor(street), torch.zeros(1, 8 * cells))  # background only: nothing
+    d = layout_descriptor(torch.cat([_car_at(0), _car_at(10)])).view(2, 8, *LAYOUT_GRID)  # 4 × 4 px per cell
+    car = NAME_TO_ID["car"] - NUM_BG
+    assert torch.equal(d[0, car, 3:5, 0:2], torch.ones(2, 2)) and float(d[0].sum()) == 4.0  # 8 × 8 px = 4 cells
+    assert torch.equal(d[1, car, 3:5, 2], torch.full((2,), 0.5))  # columns 10-17 cover half of cells 2 and 4
+    assert float(d[1, car].sum()) == 4.0 and float(d[1].sum() - d[1, car].sum()) == 0.0
+    with pytest.raises(ValueError, match="heatmaps must have shape"):
+        layout_descriptor(torch.zeros(1, 8, H, W))
+
+
+def _layout_mixture(neighbours: int, **config) -> tuple[FlowPredictor, torch.Tensor]:
+    """A mixture of 12 point masses whose training clips each had one car, clip i's at column 4 i; returns the model
+    and each component's car column."""
+    n = 12
+    mixed = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=n, prior_neighbours=neighbours,
+                                           **config))
+    d_fg, d_bg = mixed.config.z_fg_dim, mixed.config.z_bg_dim
+    g = torch.Generator().manual_seed(4)
+    columns = 4 * torch.arange(n)
+    layouts = torch.cat([layout_descriptor(_car_at(int(c))) for c in columns])  # (12, F)
+    mixed.set_prior_mixture(torch.randn(n, d_fg, generator=g), torch.zeros(n, d_fg),
+                            torch.randn(n, d_bg, generator=g), torch.zeros(n, d_bg), layouts)
+    return mixed, columns
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_layout_conditioned_mixture_draws_from_the_clips_whose_cars_stood_nearest(joint, tmp_path):
+    mixed, columns = _layout_mixture(3, joint_prior=joint)
+    assert "prior_layouts" in mixed.state_dict()
+    query = _car_at(21)  # nearest: the clips with the car at columns 20, 24, then 16 (not 28)
+    assert mixed.neighbours(query).tolist() == [4, 5, 6]
+    assert mixed.neighbours(_car_at(0)).tolist() == [0, 1, 2]
+    for stratified in (False, True):
+        drawn = set()
+        for seed in range(60):
+            z_fg, z_bg = mixed.sample_z(3, torch.Generator().manual_seed(seed), stratified=stratified, heatmaps=query)
+            n_fg, n_bg = _component(z_fg, mixed.prior_means_fg), _component(z_bg, mixed.prior_means_bg)
+            assert set(n_fg.tolist()) | set(n_bg.tolist()) <= {4, 5, 6}
+            if stratified:  # three draws from three components: one from each slice of the three
+                assert sorted(n_fg.tolist()) == [4, 5, 6] and sorted(n_bg.tolist()) == [4, 5, 6]
+            if joint:  # one training clip for both halves
+                assert torch.equal(n_fg, n_bg)
+            drawn |= set(n_fg.tolist())
+        assert drawn == {4, 5, 6}
+    # Without a label map it draws from every component, exactly as the unconditioned mixture does.
+    plain = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=12, joint_prior=joint))
+    plain.load_state_dict({k: v for k, v in mixed.state_dict().items() if k != "prior_layouts"})
+    for stratified in (False, True):
+        a = mixed.sample_z(5, torch.Generator().manual_seed(2), stratified=stratified)
+        b = plain.sample_z(5, torch.Generator().manual_seed(2), stratified=stratified)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # The centre of its codes for a label map is the average of the components it draws from.
+    centre_fg, centre_bg = mixed.prior_mean(query)
+    torch.testing.assert_close(centre_fg, mixed.prior_means_fg[4:7].mean(0))
+    torch.testing.assert_close(centre_bg, mixed.prior_means_bg[4:7].mean(0))
+    torch.testing.assert_close(mixed.prior_mean()[1], mixed.prior_means_bg.mean(0))
+    # Saved and loaded like any stage: the same neighbours and draws.
+    save_stage(mixed, tmp_path / "stage", {})
+    loaded = load_stage(tmp_path / "stage", FlowPredictor)
+    a = loaded.sample_z(4, torch.Generator().manual_seed(9), heatmaps=query)
+    b = mixed.sample_z(4, torch.Generator().manual_seed(9), heatmaps=query)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_all_neighbours_is_the_unconditioned_mixture():
+    mixed, _ = _layout_mixture(12, joint_prior=True)
+    plain = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=12, joint_prior=True))
+    plain.load_state_dict({k: v for k, v in mixed.state_dict().items() if k != "prior_layouts"})
+    for stratified in (False, True):
+        a = mixed.sample_z(6, torch.Generator().manual_seed(3), stratified=stratified, heatmaps=_car_at(30))
+        b = plain.sample_z(6, torch.Generator().manual_seed(3), stratified=stratified, heatmaps=_car_at(30))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_layout_conditioned_prior_refuses_what_it_cannot_use():
+    with pytest.raises(ValueError, match="prior_neighbours .* needs a mixture prior"):
+        tiny_flow_config(fitted_prior=True, prior_neighbours=2)
+    with pytest.raises(ValueError, match="cannot exceed prior_components"):
+        tiny_flow_config(fitted_prior=True, prior_components=3, prior_neighbours=4)
+    mixed, _ = _layout_mixture(3)
+    args = (mixed.prior_means_fg, mixed.prior_stds_fg, mixed.prior_means_bg, mixed.prior_stds_bg)
+    before = mixed.prior_layouts.clone()
+    with pytest.raises(ValueError, match="needs layouts of shape"):
+        mixed.set_prior_mixture(*args)
+    with pytest.raises(ValueError, match="needs layouts of shape"):
+        mixed.set_prior_mixture(*args, before[:5])
+    with pytest.raises(ValueError, match="class shares in"):
+        mixed.set_prior_mixture(*args, before + 2)
+    assert torch.equal(mixed.prior_layouts, before)  # nothing written
+    unconditioned = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=12))
+    with pytest.raises(ValueError, match="only used with prior_neighbours"):
+        unconditioned.set_prior_mixture(*args, before)
+    for bad in (torch.zeros(2, 19, H, W), torch.zeros(19, H, W), "street"):
+        with pytest.raises(ValueError, match="one label map"):
+            mixed.sample_z(2, heatmaps=bad)
 
 
 def test_mixture_prior_refuses_what_it_cannot_store():

@@ -250,6 +250,37 @@ def test_sample_z_set_gives_k_stratified_codes_that_run_as_given_codes(pipe, ids
     assert np.abs(out.flow_bwd - pipe(ids, z_fg=z_fg[3], z_bg=z_bg[3]).flow_bwd).max() > 1e-4
 
 
+def test_a_layout_conditioned_prior_draws_for_the_label_map_at_hand(ids):
+    from seg2vid.networks.flow_predictor import layout_descriptor
+
+    generator, flow_predictor = tiny_models(fitted_prior=True, prior_components=4, prior_neighbours=2)
+    maps = [blocky_label_map(s) for s in (1, 2, 3, 4)]  # the "training clips"
+    layouts = torch.cat([layout_descriptor(labels.one_hot(m).unsqueeze(0)) for m in maps])
+    g = torch.Generator().manual_seed(0)
+    flow_predictor.set_prior_mixture(torch.randn(4, 6, generator=g), torch.zeros(4, 6),
+                                     torch.randn(4, 3, generator=g), torch.zeros(4, 3), layouts)
+    pipe = Seg2VidPipeline(generator, flow_predictor, device="cpu")
+    for label_map in (maps[0], maps[2], ids):
+        heatmaps = labels.one_hot(label_map).unsqueeze(0)
+        pool = flow_predictor.neighbours(heatmaps)
+        assert len(pool) == 2
+        # A seed's code is the flow predictor's draw for this label map; calls use it, and sample_z says so.
+        expected = flow_predictor.sample_z(1, torch.Generator().manual_seed(5), torch.device("cpu"), heatmaps=heatmaps)
+        out = pipe(label_map, seed=5)
+        assert torch.equal(out.z_fg, expected[0][0]) and torch.equal(out.z_bg, expected[1][0])
+        z_fg, z_bg = pipe.sample_z(5, label_map=label_map)
+        assert torch.equal(z_fg, expected[0]) and torch.equal(z_bg, expected[1])
+        # Every code of a set comes from the label map's neighbours, and the centre is theirs.
+        set_fg, _ = pipe.sample_z_set(6, seed=1, label_map=label_map)
+        assert torch.cdist(set_fg, flow_predictor.prior_means_fg).argmin(1).unique().tolist() == pool.tolist()
+        torch.testing.assert_close(pipe.prior_mean(label_map)[0], flow_predictor.prior_means_fg[pool].mean(0))
+    # A training clip's own label map is its own nearest neighbour.
+    assert 0 in flow_predictor.neighbours(labels.one_hot(maps[0]).unsqueeze(0)).tolist()
+    # Without a label map: all four components, as for an unconditioned prior.
+    unconditioned = flow_predictor.sample_z(1, torch.Generator().manual_seed(5), torch.device("cpu"))
+    assert torch.equal(pipe.sample_z(5)[0], unconditioned[0])
+
+
 @pytest.mark.parametrize("k, seed, message", [
     (0, 0, "k must be"), (True, 0, "k must be"), (2.5, 0, "k must be"), (10**6, 0, "k must be"),
     (3, -1, "seed must be"), (3, 1.5, "seed must be"),

@@ -179,12 +179,12 @@ def test_export_refuses_weights_its_options_do_not_describe(runs, tmp_path, caps
     assert not (tmp_path / "export" / "image_generator").exists()
 
 
-@pytest.mark.parametrize("kind", ["mixture", "gaussian"])
-def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, capsys, kind):
+@pytest.mark.parametrize("kind, neighbours", [("mixture", 0), ("gaussian", 0), ("mixture", 3)])
+def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, capsys, kind, neighbours):
     import shutil
 
     from seg2vid import Seg2VidPipeline
-    from seg2vid.networks.flow_predictor import aggregate_posterior_gaussian
+    from seg2vid.networks.flow_predictor import aggregate_posterior_gaussian, layout_descriptor
     from training import fit_prior
 
     root, _ = runs
@@ -193,6 +193,7 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
     before = export.load_stage_weights(folder, train_video.FlowPredictor)
     assert before.config.fitted_prior is False
     chosen = [] if kind == "mixture" else ["--prior", kind]  # the mixture is the default
+    chosen += ["--neighbours", str(neighbours)] if neighbours else []  # default 0: not conditioned on the layout
     out = fit_prior.main(["--checkpoint", str(folder), "--data", "synthcity", "--clips", "6", "--batch-size", "4",
                           "--no-progress", *chosen])
     assert out == folder / "flow_predictor" and "z_bg" in capsys.readouterr().out
@@ -200,8 +201,9 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
     after = export.load_stage_weights(folder, train_video.FlowPredictor)
     assert after.config.fitted_prior is True
     assert after.config.prior_components == (6 if kind == "mixture" else 0)
+    assert after.config.prior_neighbours == neighbours
     config = json.loads((out / "config.json").read_text())
-    assert config["metadata"]["prior"] == {"kind": kind, "data": "synthcity", "clips": 6}
+    assert config["metadata"]["prior"] == {"kind": kind, "data": "synthcity", "clips": 6, "neighbours": neighbours}
     # Every network weight is unchanged; the prior is the six clips' posteriors, or the Gaussian of their moments.
     for k, v in before.state_dict().items():
         assert torch.equal(after.state_dict()[k], v), k
@@ -215,6 +217,10 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
             torch.testing.assert_close(getattr(after, f"prior_means_{half}"), mu, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(getattr(after, f"prior_stds_{half}"), (0.5 * logvar).exp(), atol=1e-5,
                                        rtol=1e-4)
+            # With --neighbours, also where each clip's objects stood, to pick the clips nearest a label map.
+            assert ("prior_layouts" in after.state_dict()) == bool(neighbours)
+            if neighbours:
+                torch.testing.assert_close(after.prior_layouts, layout_descriptor(batch["heatmaps"]))
         else:
             mean, scale = aggregate_posterior_gaussian(mu, logvar)
             torch.testing.assert_close(getattr(after, f"prior_mean_{half}"), mean, atol=1e-5, rtol=1e-4)
@@ -237,6 +243,9 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
     (["--checkpoint", "IMAGE"], "not a FlowPredictor"),
     (["--checkpoint", "MISSING"], "MISSING"),
     (["--prior", "flat"], "invalid choice"),
+    (["--neighbours", "-1"], "--neighbours must not be negative"),
+    (["--neighbours", "2", "--prior", "gaussian"], "--neighbours needs --prior mixture"),
+    (["--neighbours", "5"], "--neighbours (5) cannot exceed the 4 clips"),
 ])
 def test_fit_prior_rejects_bad_arguments(runs, tmp_path, capsys, args, message):
     from training import fit_prior

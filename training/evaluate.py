@@ -4,9 +4,10 @@
 is given the TRUE first frame and its label map (``pipe.animate``) and draws K videos. Their codes come from a
 seed s of the clip's own (``--z-seeds per-clip``, the default: s = clip seed · K) or s = 0 for every clip
 (``--z-seeds shared``: what a user trying the first K seeds sees), either as one set of K codes that covers the
-prior (``--z-sampling stratified``, the default: ``pipe.sample_z_set(K, seed=s)``, one code from each of K equally
-likely slices along the prior's principal axis) or as the codes of seeds s … s + K-1 drawn independently
-(``--z-sampling independent``). Each stratified code is distributed as an independent one, so the means over z
+prior (``--z-sampling stratified``, the default: ``pipe.sample_z_set(K, seed=s, label_map=...)``, one code from
+each of K equally likely slices along the prior's principal axis) or as the codes of seeds s … s + K-1 drawn
+independently (``--z-sampling independent``). Either way the codes are drawn for the clip's label map, which a
+prior conditioned on the layout (``prior_neighbours``) uses. Each stratified code is distributed as an independent one, so the means over z
 estimate the same expectations; the best of K is better because K independent codes can all miss a mode (on
 SynthCity, a still camera). Diversity and disentanglement always compare the independent codes of seeds s and
 s + 1; ``--z-seed-offset N`` adds N to every z seed, for another draw of the codes. Shared seeds judge all clips by
@@ -177,7 +178,7 @@ def evaluate_synthcity(
         # s … s + K-1 (s = clip seed · K, or 0 with shared seeds, plus the offset).
         first_z_seed = (seed * k if z_seeds == "per-clip" else 0) + z_seed_offset
         if z_sampling == "stratified":
-            z_fg, z_bg = pipe.sample_z_set(k, seed=first_z_seed)  # (K, D_fg), (K, D_bg)
+            z_fg, z_bg = pipe.sample_z_set(k, seed=first_z_seed, label_map=ids0)  # (K, D_fg), (K, D_bg)
             samples = [pipe.animate(frame0, ids0, z_fg=z_fg[j], z_bg=z_bg[j]) for j in range(k)]
         else:
             samples = [pipe.animate(frame0, ids0, seed=first_z_seed + j) for j in range(k)]
@@ -429,7 +430,7 @@ def _codes_note(protocol: dict[str, Any]) -> str:
     k, sampling = protocol["k"], protocol.get("z_sampling")
     seeds = protocol.get("z_seeds", f"0–{k - 1} per clip")
     if sampling == "stratified":
-        return f"(one stratified set per clip, `pipe.sample_z_set`, from {seeds})"
+        return f"(one stratified set per clip for its label map, `pipe.sample_z_set`, from {seeds})"
     return f"(z seeds {seeds}{'; independent codes' if sampling == 'independent' else ''})"
 
 

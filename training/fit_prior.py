@@ -20,6 +20,12 @@ estimation", Ghosh et al., ICLR 2020):
   ``benchmarks/quality.py`` the bundled stage 2's best-of-10 PSNR is 0.56 dB higher with the mixture (23.19
   against 22.63 dB; copying frame 0 gives 21.95).
 
+``--neighbours K`` (mixture only) also stores where each clip's objects stand (``layout_descriptor`` of its first
+label map, the buffer ``prior_layouts``, 2.6 MB for 640 clips) and sets ``prior_neighbours: K``: ``sample_z`` then
+draws from the K clips whose layout is nearest the label map at hand, a nearest-neighbour estimate of p(z | S).
+On SynthCity's validation clips (seeds 1 000 500 …, three draws of the codes) K = 128 of 640 raised the best-of-10
+gain over copying the first frame from 1.86 to 2.30 dB, all of it on still-camera clips.
+
 Either way ``sample_z`` maps the same ε as before, so seeds, the app's sliders and everything downstream work
 unchanged. Nothing else in the network changes; refit after any further training.
 
@@ -42,7 +48,7 @@ import torch
 from tqdm import tqdm
 
 from seg2vid.checkpoint import STAGE_FOLDERS, CheckpointError, read_stage_config, save_stage
-from seg2vid.networks.flow_predictor import FlowPredictor, aggregate_posterior_gaussian
+from seg2vid.networks.flow_predictor import FlowPredictor, aggregate_posterior_gaussian, layout_descriptor
 from training import common as C
 
 
@@ -54,14 +60,16 @@ def stage_folder(path: Path) -> Path:
 
 @torch.no_grad()
 def collect_posteriors(model: FlowPredictor, dataset, batch_size: int, progress: bool):
-    """Run Q(z | V, I0) over ``dataset`` on the model's device: (mu_fg, logvar_fg, mu_bg, logvar_bg), each (N, D)."""
+    """Run Q(z | V, I0) over ``dataset`` on the model's device: (mu_fg, logvar_fg, mu_bg, logvar_bg), each (N, D),
+    and the clips' layouts (N, F) (:func:`layout_descriptor` of each first label map)."""
     device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    parts: list[list[torch.Tensor]] = [[], [], [], []]
+    parts: list[list[torch.Tensor]] = [[], [], [], [], []]
     for batch in tqdm(loader, desc="posteriors", unit="batch", disable=not progress):
         # video (B, T+1, 3, H, W), heatmaps (B, 19, H, W)
         q = model.encode_motion(batch["video"].to(device), batch["heatmaps"].to(device))
-        for store, value in zip(parts, (q.mu_fg, q.logvar_fg, q.mu_bg, q.logvar_bg)):
+        layouts = layout_descriptor(batch["heatmaps"])
+        for store, value in zip(parts, (q.mu_fg, q.logvar_fg, q.mu_bg, q.logvar_bg, layouts)):
             store.append(value.float().cpu())
     return [torch.cat(p) for p in parts]
 
@@ -70,16 +78,29 @@ PRIORS = ("mixture", "gaussian")
 
 
 def fit_prior(
-    model: FlowPredictor, dataset, batch_size: int = 8, progress: bool = True, kind: str = "mixture"
+    model: FlowPredictor,
+    dataset,
+    batch_size: int = 8,
+    progress: bool = True,
+    kind: str = "mixture",
+    neighbours: int = 0,
 ) -> FlowPredictor:
     """A copy of ``model`` whose prior is fitted to the posteriors over ``dataset``: their mixture (``kind``
-    ``"mixture"``) or the Gaussian with its moments (``"gaussian"``)."""
+    ``"mixture"``) or the Gaussian with its moments (``"gaussian"``); a mixture with ``neighbours`` = K > 0 draws
+    from the K clips whose layout is nearest the label map at hand."""
     if kind not in PRIORS:
         raise ValueError(f"kind must be one of {PRIORS}; got {kind!r}.")
-    mu_fg, logvar_fg, mu_bg, logvar_bg = collect_posteriors(model.eval(), dataset, batch_size, progress)
+    if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 0:
+        raise ValueError(f"neighbours must be a non-negative integer; got {neighbours!r}.")
+    if neighbours and kind != "mixture":
+        raise ValueError("neighbours needs the mixture prior (kind='mixture').")
+    if neighbours > len(dataset):
+        raise ValueError(f"neighbours ({neighbours}) cannot exceed the number of clips ({len(dataset)}).")
+    mu_fg, logvar_fg, mu_bg, logvar_bg, layouts = collect_posteriors(model.eval(), dataset, batch_size, progress)
     components = len(mu_fg) if kind == "mixture" else 0
     config = type(model.config).from_dict(
-        {**model.config.to_dict(), "fitted_prior": True, "prior_components": components}
+        {**model.config.to_dict(), "fitted_prior": True, "prior_components": components,
+         "prior_neighbours": neighbours}
     )
     fitted = FlowPredictor(config)
     weights = {k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("prior_")}
@@ -87,7 +108,7 @@ def fit_prior(
     assert not unexpected and all(k.startswith("prior_") for k in missing), (missing, unexpected)
     if kind == "mixture":
         std = lambda logvar: (0.5 * logvar).exp()  # noqa: E731
-        fitted.set_prior_mixture(mu_fg, std(logvar_fg), mu_bg, std(logvar_bg))
+        fitted.set_prior_mixture(mu_fg, std(logvar_fg), mu_bg, std(logvar_bg), layouts if neighbours else None)
     else:
         fitted.set_prior(*aggregate_posterior_gaussian(mu_fg, logvar_fg),
                          *aggregate_posterior_gaussian(mu_bg, logvar_bg))
@@ -140,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", choices=PRIORS, default="mixture",
                    help="mixture: the clips' posteriors themselves; gaussian: one Gaussian with their moments "
                         "(default: %(default)s)")
+    p.add_argument("--neighbours", type=int, default=0,
+                   help="mixture only: draw from the K clips whose layout is nearest the label map at hand "
+                        "(0: from all; the bundled model uses 128 of 640)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="clips per forward pass")
     p.add_argument("--out", type=Path, help="write the fitted stage folder here instead of updating --checkpoint")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
@@ -157,6 +181,10 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(f"--batch-size must be at least 1; got {args.batch_size}")
     if args.threads < 0:
         parser.error(f"--threads must not be negative; got {args.threads}")
+    if args.neighbours < 0:
+        parser.error(f"--neighbours must not be negative; got {args.neighbours}")
+    if args.neighbours and args.prior != "mixture":
+        parser.error("--neighbours needs --prior mixture")
     try:
         C.validate_data_spec(args.data)
         device = C.resolve_device(args.device)
@@ -179,9 +207,12 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(str(e))
     if len(dataset) < 2:
         parser.error(f"{args.data} has {len(dataset)} training clip(s); at least 2 are needed")
+    if args.neighbours > len(dataset):
+        parser.error(f"--neighbours ({args.neighbours}) cannot exceed the {len(dataset)} clips")
 
-    fitted = fit_prior(model.to(device), dataset, args.batch_size, args.progress, args.prior)
-    metadata = {**metadata, "prior": {"kind": args.prior, "data": args.data, "clips": len(dataset)}}
+    fitted = fit_prior(model.to(device), dataset, args.batch_size, args.progress, args.prior, args.neighbours)
+    metadata = {**metadata, "prior": {"kind": args.prior, "data": args.data, "clips": len(dataset),
+                                      "neighbours": args.neighbours}}
     out = args.out if args.out is not None else source
     write_in_place(fitted, out, metadata)
     print(f"fitted a {args.prior} z prior to {source} on {len(dataset)} clips of {args.data} → {out}\n"

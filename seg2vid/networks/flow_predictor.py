@@ -18,8 +18,9 @@ What is sampled: at inference z = [z_FG, z_BG] ~ N(0, I) (:meth:`FlowPredictor.s
 ``fitted_prior``, a distribution fitted after training to the aggregate posterior of the training clips: the
 Gaussian z = m + L ε, ε ~ N(0, I) (:meth:`FlowPredictor.set_prior`, :func:`aggregate_posterior_gaussian`), or, with
 ``prior_components`` = N, the aggregate posterior itself, z = mu_n + σ_n ⊙ ε with n drawn uniformly from the N
-training clips (:meth:`FlowPredictor.set_prior_mixture`); the posterior Q(z | V, I0) of the clip at hand is used
-only in training (:meth:`FlowPredictor.forward`).
+training clips (:meth:`FlowPredictor.set_prior_mixture`), and with ``prior_neighbours`` = k from the k of them whose
+first label map is nearest the one at hand (:func:`layout_descriptor`); the posterior Q(z | V, I0) of the clip at
+hand is used only in training (:meth:`FlowPredictor.forward`).
 
 Conventions (DESIGN.md, :mod:`seg2vid.warp`): frames in [-1, 1]; flows in pixels (dx, dy); backward flow
 w^b_t maps frame t to frame 0, ``I_t(x) ≈ I_0(x + w^b_t(x))``; forward flow w^f_t maps frame 0 to frame t,
@@ -43,7 +44,8 @@ from .image_encoder import ImageEncoder
 from .motion_encoder import MotionEncoder
 from .refiner import Refiner
 
-__all__ = ["FlowPredictor", "FlowPrediction", "ImageEncoding", "MotionPosterior", "aggregate_posterior_gaussian"]
+__all__ = ["FlowPredictor", "FlowPrediction", "ImageEncoding", "MotionPosterior", "aggregate_posterior_gaussian",
+           "layout_descriptor"]
 
 OCCLUSION_INIT_LOGIT = 3.0  # occlusion heads start at sigmoid(3) ≈ 0.95: "almost everything visible"
 
@@ -130,6 +132,20 @@ def principal_order(means: torch.Tensor) -> torch.Tensor:
     else:  # (D, D): its top eigenvector is the axis
         score = centred @ torch.linalg.eigh(centred.T @ centred)[1][:, -1]
     return torch.argsort(_canonical_sign(score), stable=True)
+
+
+LAYOUT_GRID = (8, 16)  # cells of layout_descriptor: the flow decoder's bottleneck at 128×256
+
+
+def layout_descriptor(heatmaps: torch.Tensor) -> torch.Tensor:
+    """Where the objects are: heatmaps (B, 19, H, W) → (B, 8 · 8 · 16), each foreground class's share of each cell
+    of an 8 × 16 grid (the flow decoder's bottleneck cells at 128 × 256), float32. Label maps whose descriptors are
+    close put the same kinds of object in the same places; ``prior_neighbours`` compares them by squared distance.
+    """
+    if heatmaps.dim() != 4 or heatmaps.shape[1] != NUM_CLASSES:
+        raise ValueError(f"heatmaps must have shape (B, {NUM_CLASSES}, H, W); got {tuple(heatmaps.shape)}.")
+    fg = split_fg_bg(heatmaps.float())[0]  # (B, 8, H, W)
+    return F.adaptive_avg_pool2d(fg, LAYOUT_GRID).flatten(1)
 
 
 def stratified_uniform(batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -224,6 +240,9 @@ class FlowPredictor(nn.Module):
             for half, dim in (("fg", c.z_fg_dim), ("bg", c.z_bg_dim)):
                 self.register_buffer(f"prior_means_{half}", torch.zeros(c.prior_components, dim))  # (N, D)
                 self.register_buffer(f"prior_stds_{half}", torch.ones(c.prior_components, dim))  # (N, D)
+            if c.prior_neighbours:  # each component's training clip's layout_descriptor
+                cells = LAYOUT_GRID[0] * LAYOUT_GRID[1]
+                self.register_buffer("prior_layouts", torch.zeros(c.prior_components, NUM_FG * cells))  # (N, F)
         elif c.fitted_prior:
             for half, dim in (("fg", c.z_fg_dim), ("bg", c.z_bg_dim)):
                 self.register_buffer(f"prior_mean_{half}", torch.zeros(dim))
@@ -303,7 +322,12 @@ class FlowPredictor(nn.Module):
         return MotionPosterior(mu_fg, logvar_fg, mu_bg, logvar_bg)
 
     def sample_z(
-        self, batch_size: int, generator: torch.Generator | None = None, device=None, stratified: bool = False
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device=None,
+        stratified: bool = False,
+        heatmaps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw (z_fg (B, z_fg_dim), z_bg (B, z_bg_dim)) from the prior — what inference samples: N(0, I), or
         with ``fitted_prior`` the same ε mapped through the fitted N(m, L Lᵀ), z = m + L ε, or (``prior_components``
@@ -326,6 +350,10 @@ class FlowPredictor(nn.Module):
         a permutation of the B slices and B uniforms (once for both halves with ``joint_prior``) instead of n. The
         ranking comes from an eigendecomposition, so components whose positions along the axis agree to rounding
         error (near-duplicates) may trade places on another machine's linear algebra.
+
+        ``heatmaps`` (1, 19, H, W): the label map the codes are for. With ``prior_neighbours`` = k the components
+        are those of the k training clips nearest it (:meth:`neighbours`), uniform or stratified as above, a
+        nearest-neighbour estimate of p(z | S); without ``heatmaps``, or without ``prior_neighbours``, all N.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -337,8 +365,13 @@ class FlowPredictor(nn.Module):
         if self.config.prior_components:  # z = mu_n + σ_n ⊙ ε
             means_fg, stds_fg = (getattr(self, f"prior_{k}_fg").to(draw_on, z_fg.dtype) for k in ("means", "stds"))
             means_bg, stds_bg = (getattr(self, f"prior_{k}_bg").to(draw_on, z_bg.dtype) for k in ("means", "stds"))
-            n = (self._stratified_components(batch_size, generator, draw_on) if stratified else
-                 torch.randint(self.config.prior_components, (2, batch_size), generator=generator, device=draw_on))
+            pool = self.neighbours(heatmaps) if heatmaps is not None else None  # (k,) sorted, or all N
+            if stratified:
+                n = self._stratified_components(batch_size, generator, draw_on, pool)
+            else:
+                size = self.config.prior_components if pool is None else len(pool)
+                n = torch.randint(size, (2, batch_size), generator=generator, device=draw_on)
+                n = n if pool is None else pool.to(draw_on)[n]
             if self.config.joint_prior:  # one training clip for both halves
                 n = n[:1].expand(2, batch_size)
             z_fg = means_fg[n[0]] + stds_fg[n[0]] * z_fg
@@ -351,18 +384,40 @@ class FlowPredictor(nn.Module):
                 z_bg = self.prior_mean_bg.to(draw_on, z_bg.dtype) + z_bg @ self.prior_scale_bg.to(draw_on, z_bg.dtype).T
         return z_fg.to(device=device, dtype=param.dtype), z_bg.to(device=device, dtype=param.dtype)
 
-    def _stratified_components(self, batch_size: int, generator, device) -> torch.Tensor:
+    def _stratified_components(self, batch_size: int, generator, device, pool=None) -> torch.Tensor:
         """Mixture components for ``sample_z(stratified=True)``: (2, B) indices, row 0 for z_fg, row 1 for z_bg
         (with ``joint_prior`` one row, ranked on both halves' means, for both); draw b of a row takes a component
-        from slice b of the ranking along the principal axis."""
-        n_components = self.config.prior_components
+        from slice b of the ranking along the principal axis. ``pool`` (k,): rank only these components (along the
+        axis of all N, so that it stays the camera's speed), default all."""
         fg, bg = self.prior_means_fg.detach().cpu(), self.prior_means_bg.detach().cpu()
         halves = [torch.cat([fg, bg], 1)] if self.config.joint_prior else [fg, bg]  # (N, D) each
+        keep = None
+        if pool is not None:
+            keep = torch.zeros(self.config.prior_components, dtype=torch.bool)
+            keep[pool.cpu()] = True
         rows = []
         for means in halves:
-            rank = (stratified_uniform(batch_size, generator) * n_components).long().clamp(max=n_components - 1)
-            rows.append(principal_order(means)[rank.cpu()])  # (B,)
+            order = principal_order(means)  # (N,)
+            order = order if keep is None else order[keep[order]]  # (k,)
+            rank = (stratified_uniform(batch_size, generator) * len(order)).long().clamp(max=len(order) - 1)
+            rows.append(order[rank.cpu()])  # (B,)
         return torch.stack(rows).to(device)  # (2, B), or (1, B) with joint_prior (sample_z expands it)
+
+    @torch.no_grad()
+    def neighbours(self, heatmaps: torch.Tensor) -> torch.Tensor | None:
+        """The mixture components ``sample_z(heatmaps=...)`` draws from: the ``prior_neighbours`` components whose
+        layout (:func:`layout_descriptor` of their training clip's first label map) is nearest that of
+        ``heatmaps`` (1, 19, H, W) in squared distance, ties to the lower index; (k,) indices in increasing order.
+        None when the prior is not conditioned on the layout (all components)."""
+        k = self.config.prior_neighbours
+        if not (self.config.prior_components and k):
+            return None
+        if not isinstance(heatmaps, torch.Tensor) or heatmaps.dim() != 4 or heatmaps.shape[:2] != (1, NUM_CLASSES):
+            shape = tuple(heatmaps.shape) if isinstance(heatmaps, torch.Tensor) else type(heatmaps).__name__
+            raise ValueError(f"heatmaps must be one label map, (1, {NUM_CLASSES}, H, W); got {shape}.")
+        query = layout_descriptor(heatmaps.detach().cpu()).double()  # (1, F)
+        distance = ((self.prior_layouts.detach().cpu().double() - query) ** 2).sum(1)  # (N,)
+        return torch.sort(torch.argsort(distance, stable=True)[:k]).values
 
     def _stratify_eps(self, eps: torch.Tensor, half: str, generator) -> torch.Tensor:
         """ε (B, D) with its coordinate along the widest axis of the Gaussian prior (v: the first right-singular
@@ -399,10 +454,18 @@ class FlowPredictor(nn.Module):
 
     @torch.no_grad()
     def set_prior_mixture(
-        self, means_fg: torch.Tensor, stds_fg: torch.Tensor, means_bg: torch.Tensor, stds_bg: torch.Tensor
+        self,
+        means_fg: torch.Tensor,
+        stds_fg: torch.Tensor,
+        means_bg: torch.Tensor,
+        stds_bg: torch.Tensor,
+        layouts: torch.Tensor | None = None,
     ):
         """Make sample_z draw each half of z from the mixture (1/N) Σ_n N(means[n], diag stds[n]²), e.g. the
         posteriors of N training clips: ``means_*`` and ``stds_*`` (N, D), N = ``config.prior_components``.
+
+        ``layouts`` (N, 8 · 8 · 16): the :func:`layout_descriptor` of each clip's first label map; required with
+        ``prior_neighbours`` and only then.
         """
         c = self.config
         if not c.prior_components:
@@ -416,18 +479,34 @@ class FlowPredictor(nn.Module):
                                  f"{tuple(means.shape)} and {tuple(stds.shape)}.")
             if not (torch.isfinite(means).all() and torch.isfinite(stds).all()) or (stds < 0).any():
                 raise ValueError(f"the z_{half} mixture has non-finite means or stds, or negative stds.")
+        if c.prior_neighbours:
+            shape = tuple(self.prior_layouts.shape)
+            if layouts is None or tuple(layouts.shape) != shape:
+                got = "none" if layouts is None else str(tuple(layouts.shape))
+                raise ValueError(f"a mixture with prior_neighbours needs layouts of shape {shape}; got {got}.")
+            if not torch.isfinite(layouts).all() or (layouts < 0).any() or (layouts > 1).any():
+                raise ValueError("layouts must be class shares in [0, 1].")
+        elif layouts is not None:
+            raise ValueError("layouts are only used with prior_neighbours > 0; this FlowPredictor has none.")
         for half, _, means, stds in halves:
             getattr(self, f"prior_means_{half}").copy_(means)
             getattr(self, f"prior_stds_{half}").copy_(stds)
+        if c.prior_neighbours:
+            self.prior_layouts.copy_(layouts)
 
     @torch.no_grad()
-    def prior_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def prior_mean(self, heatmaps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean of the prior sample_z draws from, (z_fg_dim,) and (z_bg_dim,): zero for N(0, I), m for the
-        fitted Gaussian, the average component mean for the mixture (the centre the app's z sliders turn about).
+        fitted Gaussian, the average component mean for the mixture (the centre the app's z sliders turn about);
+        with ``heatmaps`` and ``prior_neighbours``, the average over the components it draws from for them.
         """
         c = self.config
         if c.prior_components:
-            return self.prior_means_fg.mean(0).clone(), self.prior_means_bg.mean(0).clone()
+            pool = self.neighbours(heatmaps) if heatmaps is not None else None
+            fg, bg = (self.prior_means_fg, self.prior_means_bg) if pool is None else (
+                self.prior_means_fg[pool.to(self.prior_means_fg.device)],
+                self.prior_means_bg[pool.to(self.prior_means_bg.device)])
+            return fg.mean(0).clone(), bg.mean(0).clone()
         if c.fitted_prior:
             return self.prior_mean_fg.clone(), self.prior_mean_bg.clone()
         param = next(self.parameters())
