@@ -427,6 +427,8 @@ class LatentPath:
         if not math.isfinite(s):
             raise ValueError(f"The slider position must be a finite number; got {s!r}.")
         s = min(1.0, max(-1.0, float(s)))
+        if s == 0:  # the seed's own code, bit for bit (c + (start − c) need not round back to start)
+            return self.start.clone()
         theta = 0.5 * math.pi * abs(s)
         c = 0.0 if self.centre is None else self.centre
         if s >= 0:

@@ -331,7 +331,9 @@ def test_latent_path_turns_about_the_prior_mean():
     centre = 3.0 + torch.randn(4096, generator=g)
     start, turn = centre + torch.randn(4096, generator=g), centre + torch.randn(4096, generator=g)
     path = U.LatentPath(start, turn, centre)
-    torch.testing.assert_close(path(0.0), start)
+    assert torch.equal(path(0.0), start) and torch.equal(path(-0.0), start)
+    far = torch.randn(4096, generator=g) / 3 + 0.01  # c + (start − c) does not round back to these starts
+    assert torch.equal(U.LatentPath(far, turn, centre)(0.0), far)  # the seed's own code, bit for bit
     torch.testing.assert_close(path(1.0), turn, rtol=0, atol=1e-5)
     torch.testing.assert_close(path(-1.0), 2 * centre - turn, rtol=0, atol=1e-5)
     # every position is as far from the mean as a draw from the prior is; turning about the origin instead would
@@ -369,7 +371,8 @@ def test_latent_paths_start_at_the_seed_so_sliders_at_zero_reproduce_the_pipelin
     # with the prior's mean as centre both ends stay the seed's and its companion's codes
     centre = pipe.flow_predictor.prior_mean()
     fg_c, bg_c = U.latent_paths(pipe.sample_z, seed=11, centre=centre)
-    torch.testing.assert_close(bg_c(0.0), plain.z_bg.reshape(-1))
+    assert torch.equal(bg_c(0.0), plain.z_bg.reshape(-1))  # bit for bit, so the sliders at 0 give the seed's video
+    np.testing.assert_array_equal(pipe(ids, seed=11, z_fg=fg_c(0.0), z_bg=bg_c(0.0)).frames, plain.frames)
     torch.testing.assert_close(fg_c(1.0), fg.turn, rtol=0, atol=1e-5)
     torch.testing.assert_close(bg_c.centre, centre[1].reshape(-1))
     # both ends of the slider are the pipeline's own draws: s = 1 the companion seed's, s = -1 its companion's
