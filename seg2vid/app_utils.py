@@ -449,9 +449,10 @@ def latent_paths(
     """The foreground and background paths of ``seed``: start = the seed's own (z_fg, z_bg), turn and back = two
     more draws (from ``companion_seed(seed)`` and the companion's companion).
 
-    ``sample_z(seed) -> (z_fg (1, D_fg) or (D_fg,), z_bg (1, D_bg) or (D_bg,))`` — e.g. ``pipe.sample_z``, so that
-    both sliders at 0 give exactly ``pipe(label_map, seed=seed)``. ``centre``: the prior's mean (c_fg, c_bg), e.g.
-    ``pipe.flow_predictor.prior_mean()``; None = N(0, I)'s origin.
+    ``sample_z(seed) -> (z_fg (1, D_fg) or (D_fg,), z_bg (1, D_bg) or (D_bg,))`` — e.g.
+    ``lambda s: pipe.sample_z(s, label_map=ids)``, so that both sliders at 0 give exactly ``pipe(ids, seed=seed)``
+    (the label map matters to a layout-conditioned prior). ``centre``: the prior's mean (c_fg, c_bg), e.g.
+    ``pipe.prior_mean(ids)``; None = N(0, I)'s origin.
     """
     turn_seed = companion_seed(seed)
     fg0, bg0 = sample_z(int(seed))

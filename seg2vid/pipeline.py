@@ -367,10 +367,13 @@ class Seg2VidPipeline:
 
     def _prior_heatmaps(self, label_map) -> torch.Tensor | None:
         """(1, 19, H, W) CPU heatmaps of ``label_map`` at the model resolution for a layout-conditioned prior;
-        None when there is no label map or the prior ignores it."""
-        if label_map is None or not self.flow_predictor.config.prior_neighbours:
+        None when there is no label map or the prior ignores it (a given label map is read and checked either way)."""
+        if label_map is None:
             return None
-        return labels.one_hot(self.load_label_map(label_map)).unsqueeze(0)
+        ids = self.load_label_map(label_map)
+        if not self.flow_predictor.config.prior_neighbours:
+            return None
+        return labels.one_hot(ids).unsqueeze(0)
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -422,7 +425,8 @@ class Seg2VidPipeline:
     def __call__(self, label_map, seed: int = 0, z_fg=None, z_bg=None, motion_scale: float = 1.0) -> Seg2VidOutput:
         """Generate a video from a label map: stage 1 makes I0, stage 2 predicts flows, warps and refines.
 
-        ``label_map``: (H, W) trainIds, (H, W, 3) uint8 colours, a PIL image or a path. ``seed`` fixes z;
+        ``label_map``: (H, W) trainIds, (H, W, 3) uint8 colours, a PIL image or a path. ``seed`` (with the label
+        map, for a layout-conditioned prior) fixes z;
         ``z_fg`` / ``z_bg`` override either half; ``motion_scale`` multiplies the predicted flows (0 = still).
         """
         return self._run(label_map, None, seed, z_fg, z_bg, motion_scale)

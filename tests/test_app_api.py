@@ -287,6 +287,35 @@ def test_slider_moves_rerun_stage_two_only(app_module):
     assert calls == {"stage1": 1, "encode": 1, "decode": 4}
 
 
+def test_the_app_draws_the_codes_of_the_painted_label_map(app_module):
+    """With a prior conditioned on the layout, the sliders start at (and turn about) the painted map's codes."""
+    import torch
+    from test_pipeline import tiny_models
+
+    from seg2vid import Seg2VidPipeline
+    from seg2vid.networks.flow_predictor import layout_descriptor
+
+    generator, flow_predictor = tiny_models(0, size=TINY_SIZE, head_std=0.3, num_frames=8, fitted_prior=True,
+                                            prior_components=4, prior_neighbours=1)
+    maps = [U.street_scene(TINY_SIZE) for _ in range(4)]  # the "training clips": one car each, in four places
+    for i, m in enumerate(maps):
+        m[18:24, 4 + 14 * i:12 + 14 * i] = labels.NAME_TO_ID["car"]
+    layouts = torch.cat([layout_descriptor(labels.one_hot(m).unsqueeze(0)) for m in maps])
+    g = torch.Generator().manual_seed(0)
+    flow_predictor.set_prior_mixture(torch.randn(4, 6, generator=g), torch.zeros(4, 6),
+                                     torch.randn(4, 3, generator=g), torch.zeros(4, 3), layouts)
+    pipe = Seg2VidPipeline(generator, flow_predictor, device="cpu")
+    demo_app = app_module.Seg2VidApp(pipe)
+    for i in (1, 3):
+        clip, *_ = demo_app.generate(U.editor_value(maps[i], 2), None, 5, 0.0, 0.0, 1.0, progress=no_progress)
+        assert np.array_equal(clip.ids, maps[i])
+        # One neighbour: every code of this map is training clip i's (stds 0), the start and both ends alike.
+        assert torch.equal(clip.fg_path.start, flow_predictor.prior_means_fg[i])
+        assert torch.equal(clip.bg_path(1.0), flow_predictor.prior_means_bg[i])
+        torch.testing.assert_close(clip.bg_path.centre, flow_predictor.prior_means_bg[i])
+        np.testing.assert_array_equal(clip.frames, pipe(maps[i], seed=5).frames)
+
+
 def test_handler_failures_become_friendly_gradio_errors(app_module, tmp_path, monkeypatch):
     import gradio as gr
 

@@ -14,7 +14,7 @@ from PIL import Image
 from seg2vid import Seg2VidPipeline
 from seg2vid.config import FlowPredictorConfig, ImageGeneratorConfig
 from seg2vid.data.cityscapes import IMAGES_DIR, LABELS_DIR, label_path
-from seg2vid.data.synthcity import HELDOUT_SEED_START
+from seg2vid.data.synthcity import HELDOUT_SEED_START, render_clip
 from seg2vid.evaluation import (
     PSNR_CAP_DB,
     FeatureWeightsUnavailable,
@@ -381,8 +381,10 @@ def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypa
     animate, sample_z_set = pipe.animate, pipe.sample_z_set
     monkeypatch.setattr(pipe, "animate", lambda *a, seed=0, **kw: used.append(
         ("given" if "z_fg" in kw else seed)) or animate(*a, seed=seed, **kw))
+    maps = []
     monkeypatch.setattr(pipe, "sample_z_set", lambda k, seed=0, label_map=None: sets.append(
-        (k, seed, None if label_map is None else label_map.shape)) or sample_z_set(k, seed, label_map))
+        (k, seed, None if label_map is None else label_map.shape)) or maps.append(label_map)
+        or sample_z_set(k, seed, label_map))
     clips = [HELDOUT_SEED_START + 3, HELDOUT_SEED_START + 4]
     evaluate.evaluate_synthcity(pipe, clips, SIZE, k=3, progress=False, z_seeds=z_seeds, z_sampling=z_sampling)
     starts = [0, 0] if z_seeds == "shared" else [3 * clips[0], 3 * clips[1]]
@@ -390,6 +392,9 @@ def test_synthcity_evaluation_draws_z_from_the_chosen_seeds(eval_setup, monkeypa
     # disentanglement re-draws (given codes).
     if z_sampling == "stratified":
         assert sets == [(3, s, SIZE) for s in starts]  # each set drawn for its clip's label map
+        for clip, label_map in zip(clips, maps):
+            first = render_clip(clip, size=SIZE, num_frames=pipe.num_frames + 1).labels[0]
+            np.testing.assert_array_equal(label_map, first)
         assert used == [x for s in starts for x in ["given"] * 3 + [s, s + 1] + ["given"] * 2]
     else:
         assert sets == []

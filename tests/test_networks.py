@@ -890,9 +890,15 @@ def test_layout_conditioned_prior_refuses_what_it_cannot_use():
     unconditioned = FlowPredictor(tiny_flow_config(fitted_prior=True, prior_components=12))
     with pytest.raises(ValueError, match="only used with prior_neighbours"):
         unconditioned.set_prior_mixture(*args, before)
-    for bad in (torch.zeros(2, 19, H, W), torch.zeros(19, H, W), "street"):
-        with pytest.raises(ValueError, match="one label map"):
-            mixed.sample_z(2, heatmaps=bad)
+    for model in (mixed, unconditioned):  # checked whether or not the prior uses it
+        for bad in (torch.zeros(2, 19, H, W), torch.zeros(19, H, W), torch.zeros(1, 19, 0, 0), "street"):
+            with pytest.raises(ValueError, match="one label map"):
+                model.sample_z(2, heatmaps=bad)
+        for bad in (torch.full((1, 19, H, W), float("nan")), -_car_at(3), 100 * _car_at(3)):
+            with pytest.raises(ValueError, match=r"class shares in \[0, 1\]"):
+                model.sample_z(2, heatmaps=bad)
+    with pytest.raises(ValueError, match="needs layouts of shape"):
+        mixed.set_prior_mixture(*args, before.tolist())
 
 
 def test_mixture_prior_refuses_what_it_cannot_store():

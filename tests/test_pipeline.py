@@ -260,7 +260,10 @@ def test_a_layout_conditioned_prior_draws_for_the_label_map_at_hand(ids):
     flow_predictor.set_prior_mixture(torch.randn(4, 6, generator=g), torch.zeros(4, 6),
                                      torch.randn(4, 3, generator=g), torch.zeros(4, 3), layouts)
     pipe = Seg2VidPipeline(generator, flow_predictor, device="cpu")
-    for label_map in (maps[0], maps[2], ids):
+    pools = [flow_predictor.neighbours(labels.one_hot(m).unsqueeze(0)).tolist() for m in maps]
+    assert len({tuple(p) for p in pools}) > 1  # the maps below draw from different components
+    codes = []
+    for label_map in (*maps, ids):
         heatmaps = labels.one_hot(label_map).unsqueeze(0)
         pool = flow_predictor.neighbours(heatmaps)
         assert len(pool) == 2
@@ -270,12 +273,17 @@ def test_a_layout_conditioned_prior_draws_for_the_label_map_at_hand(ids):
         assert torch.equal(out.z_fg, expected[0][0]) and torch.equal(out.z_bg, expected[1][0])
         z_fg, z_bg = pipe.sample_z(5, label_map=label_map)
         assert torch.equal(z_fg, expected[0]) and torch.equal(z_bg, expected[1])
+        codes.append(z_fg)
         # Every code of a set comes from the label map's neighbours, and the centre is theirs.
         set_fg, _ = pipe.sample_z_set(6, seed=1, label_map=label_map)
         assert torch.cdist(set_fg, flow_predictor.prior_means_fg).argmin(1).unique().tolist() == pool.tolist()
         torch.testing.assert_close(pipe.prior_mean(label_map)[0], flow_predictor.prior_means_fg[pool].mean(0))
-    # A training clip's own label map is its own nearest neighbour.
-    assert 0 in flow_predictor.neighbours(labels.one_hot(maps[0]).unsqueeze(0)).tolist()
+    # A training clip's own label map is among its own nearest neighbours; the same seed, another map, another code.
+    assert all(i in pool for i, pool in enumerate(pools))
+    assert any(not torch.equal(codes[0], c) for c in codes[1:])
+    for model in (pipe, Seg2VidPipeline(*tiny_models(), device="cpu")):  # conditioned or not, a bad map is refused
+        with pytest.raises(ValueError, match="must be uint8"):
+            model.sample_z(5, label_map=np.zeros((4, 4, 3), np.float64))
     # Without a label map: all four components, as for an unconditioned prior.
     unconditioned = flow_predictor.sample_z(1, torch.Generator().manual_seed(5), torch.device("cpu"))
     assert torch.equal(pipe.sample_z(5)[0], unconditioned[0])

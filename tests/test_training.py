@@ -237,6 +237,21 @@ def test_fit_prior_fits_the_posteriors_of_the_training_clips(runs, tmp_path, cap
     assert not torch.allclose(z_fg, eps_fg)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"neighbours": -1}, "non-negative integer"), ({"neighbours": True}, "non-negative integer"),
+    ({"neighbours": 2, "kind": "gaussian"}, "needs the mixture prior"), ({"neighbours": 7}, "cannot exceed"),
+    ({"kind": "flat"}, "kind must be one of"),
+])
+def test_fit_prior_function_refuses_bad_options_before_encoding_anything(runs, kwargs, message, monkeypatch):
+    from training import fit_prior
+
+    root, _ = runs
+    model = export.load_stage_weights(root / "export", train_video.FlowPredictor)
+    monkeypatch.setattr(fit_prior, "collect_posteriors", lambda *a, **k: pytest.fail("encoded clips"))
+    with pytest.raises(ValueError, match=message):
+        fit_prior.fit_prior(model, list(range(6)), progress=False, **kwargs)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--clips", "1"], "--clips must be at least 2"),
     (["--data", "elsewhere:x"], "data"),

@@ -24,10 +24,11 @@ estimation", Ghosh et al., ICLR 2020):
 label map, the buffer ``prior_layouts``, 2.6 MB for 640 clips) and sets ``prior_neighbours: K``: ``sample_z`` then
 draws from the K clips whose layout is nearest the label map at hand, a nearest-neighbour estimate of p(z | S).
 On SynthCity's validation clips (seeds 1 000 500 …, three draws of the codes) K = 128 of 640 raised the best-of-10
-gain over copying the first frame from 1.86 to 2.30 dB, all of it on still-camera clips.
+gain over copying the first frame from 1.86 to 2.30 dB, almost all of it on still-camera clips.
 
-Either way ``sample_z`` maps the same ε as before, so seeds, the app's sliders and everything downstream work
-unchanged. Nothing else in the network changes; refit after any further training.
+Either way ``sample_z`` maps the same ε as before, so seeds, the app's sliders and everything downstream keep
+working (with ``--neighbours`` a seed's code also depends on the label map it is drawn for). Nothing else in the
+network changes; refit after any further training.
 
 The folder is rewritten whole (into a temporary sibling, then swapped in), so an interrupted run leaves the old
 model intact.

@@ -357,6 +357,8 @@ class FlowPredictor(nn.Module):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        if heatmaps is not None:
+            self._check_prior_heatmaps(heatmaps)
         param = next(self.parameters())
         device = torch.device(device) if device is not None else param.device
         draw_on = generator.device if generator is not None else device
@@ -409,15 +411,25 @@ class FlowPredictor(nn.Module):
         layout (:func:`layout_descriptor` of their training clip's first label map) is nearest that of
         ``heatmaps`` (1, 19, H, W) in squared distance, ties to the lower index; (k,) indices in increasing order.
         None when the prior is not conditioned on the layout (all components)."""
+        self._check_prior_heatmaps(heatmaps)
         k = self.config.prior_neighbours
         if not (self.config.prior_components and k):
             return None
-        if not isinstance(heatmaps, torch.Tensor) or heatmaps.dim() != 4 or heatmaps.shape[:2] != (1, NUM_CLASSES):
-            shape = tuple(heatmaps.shape) if isinstance(heatmaps, torch.Tensor) else type(heatmaps).__name__
-            raise ValueError(f"heatmaps must be one label map, (1, {NUM_CLASSES}, H, W); got {shape}.")
         query = layout_descriptor(heatmaps.detach().cpu()).double()  # (1, F)
         distance = ((self.prior_layouts.detach().cpu().double() - query) ** 2).sum(1)  # (N,)
         return torch.sort(torch.argsort(distance, stable=True)[:k]).values
+
+    @staticmethod
+    def _check_prior_heatmaps(heatmaps) -> None:
+        """``heatmaps`` for ``sample_z`` / ``neighbours``: one label map, (1, 19, H ≥ 1, W ≥ 1), class shares in [0, 1]."""
+        ok = (isinstance(heatmaps, torch.Tensor) and heatmaps.dim() == 4 and heatmaps.shape[:2] == (1, NUM_CLASSES)
+              and heatmaps.shape[2] > 0 and heatmaps.shape[3] > 0 and heatmaps.device.type != "meta")
+        if not ok:
+            shape = tuple(heatmaps.shape) if isinstance(heatmaps, torch.Tensor) else type(heatmaps).__name__
+            raise ValueError(f"heatmaps must be one label map, (1, {NUM_CLASSES}, H, W); got {shape}.")
+        values = heatmaps.detach().cpu()
+        if values.is_complex() or not (torch.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise ValueError("heatmaps must hold class shares in [0, 1] (e.g. labels.one_hot of a label map).")
 
     def _stratify_eps(self, eps: torch.Tensor, half: str, generator) -> torch.Tensor:
         """ε (B, D) with its coordinate along the widest axis of the Gaussian prior (v: the first right-singular
@@ -481,8 +493,8 @@ class FlowPredictor(nn.Module):
                 raise ValueError(f"the z_{half} mixture has non-finite means or stds, or negative stds.")
         if c.prior_neighbours:
             shape = tuple(self.prior_layouts.shape)
-            if layouts is None or tuple(layouts.shape) != shape:
-                got = "none" if layouts is None else str(tuple(layouts.shape))
+            if not isinstance(layouts, torch.Tensor) or layouts.is_complex() or tuple(layouts.shape) != shape:
+                got = type(layouts).__name__ if not isinstance(layouts, torch.Tensor) else str(tuple(layouts.shape))
                 raise ValueError(f"a mixture with prior_neighbours needs layouts of shape {shape}; got {got}.")
             if not torch.isfinite(layouts).all() or (layouts < 0).any() or (layouts > 1).any():
                 raise ValueError("layouts must be class shares in [0, 1].")
