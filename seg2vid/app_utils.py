@@ -427,15 +427,14 @@ class LatentPath:
         if not math.isfinite(s):
             raise ValueError(f"The slider position must be a finite number; got {s!r}.")
         s = min(1.0, max(-1.0, float(s)))
-        if s == 0:  # the seed's own code, bit for bit (c + (start − c) need not round back to start)
-            return self.start.clone()
         theta = 0.5 * math.pi * abs(s)
         c = 0.0 if self.centre is None else self.centre
         if s >= 0:
             end = self.turn
         else:
             end = self.back if self.back is not None else 2 * c - self.turn
-        return c + math.cos(theta) * (self.start - c) + math.sin(theta) * (end - c)  # (D,)
+        # c + cos θ (start − c) + sin θ (end − c), grouped so that s = 0 gives ``start`` bit for bit
+        return math.cos(theta) * self.start + (1 - math.cos(theta)) * c + math.sin(theta) * (end - c)  # (D,)
 
 
 def companion_seed(seed: int) -> int:

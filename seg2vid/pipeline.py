@@ -331,11 +331,16 @@ class Seg2VidPipeline:
 
         Returns float32 CPU tensors of shape (1, z_fg_dim) and (1, z_bg_dim).
         """
+        ids = None if label_map is None else self.load_label_map(label_map)
+        return self._sample_z(seed, z_fg, z_bg, self._prior_heatmaps(ids))
+
+    def _sample_z(self, seed, z_fg, z_bg, heatmaps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample_z` given the label map's (1, 19, H, W) heatmaps for a layout-conditioned prior, else None."""
         fg_dim, bg_dim = self.z_dims
         if z_fg is None or z_bg is None:  # both given (the app's z scrubbing): nothing to draw
             generator = torch.Generator(device="cpu").manual_seed(int(seed))
             seeded_fg, seeded_bg = self.flow_predictor.sample_z(
-                1, generator=generator, device=torch.device("cpu"), heatmaps=self._prior_heatmaps(label_map))
+                1, generator=generator, device=torch.device("cpu"), heatmaps=heatmaps)
         zf = self._as_z(z_fg, fg_dim, "z_fg") if z_fg is not None else seeded_fg.float()
         zb = self._as_z(z_bg, bg_dim, "z_bg") if z_bg is not None else seeded_bg.float()
         return zf, zb
@@ -353,7 +358,7 @@ class Seg2VidPipeline:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_Z_SET:
             raise ValueError(f"k must be an integer from 1 to {MAX_Z_SET}; got {k!r}.")
         _check_seed(seed)
-        heatmaps = self._prior_heatmaps(label_map)
+        heatmaps = self._prior_heatmaps(None if label_map is None else self.load_label_map(label_map))
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         z_fg, z_bg = self.flow_predictor.sample_z(int(k), generator=generator, device=torch.device("cpu"),
                                                   stratified=True, heatmaps=heatmaps)
@@ -362,16 +367,18 @@ class Seg2VidPipeline:
     def prior_mean(self, label_map=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The centre of the codes a seed draws, (z_fg_dim,) and (z_bg_dim,) float32 CPU tensors, for
         ``label_map`` where the prior is conditioned on it (``FlowPredictor.prior_mean``)."""
-        z_fg, z_bg = self.flow_predictor.prior_mean(self._prior_heatmaps(label_map))
+        ids = None if label_map is None else self.load_label_map(label_map)
+        z_fg, z_bg = self.flow_predictor.prior_mean(self._prior_heatmaps(ids))
         return z_fg.detach().float().cpu(), z_bg.detach().float().cpu()
 
-    def _prior_heatmaps(self, label_map) -> torch.Tensor | None:
-        """(1, 19, H, W) CPU heatmaps of ``label_map`` at the model resolution for a layout-conditioned prior;
-        None when there is no label map or the prior ignores it (a given label map is read and checked either way)."""
-        if label_map is None:
-            return None
-        ids = self.load_label_map(label_map)
-        if not self.flow_predictor.config.prior_neighbours:
+    @property
+    def _prior_uses_layout(self) -> bool:
+        return bool(self.flow_predictor.config.prior_neighbours)
+
+    def _prior_heatmaps(self, ids: np.ndarray | None) -> torch.Tensor | None:
+        """(1, 19, H, W) CPU heatmaps of the trainIds ``ids`` for a layout-conditioned prior; None without ids or
+        when the prior ignores them (callers read, and so check, a given label map either way)."""
+        if ids is None or not self._prior_uses_layout:
             return None
         return labels.one_hot(ids).unsqueeze(0)
 
@@ -449,13 +456,14 @@ class Seg2VidPipeline:
         # 1. Check the inputs and bring the label map to the model resolution (nearest).
         ids = self.check_inputs(label_map, seed, z_fg, z_bg, motion_scale)  # (H, W) uint8
 
-        # 2. The latent codes: z_fg then z_bg from the seed (and the layout, for a prior conditioned on it),
-        #    either half replaced by a given code.
-        zf, zb = self.sample_z(seed, z_fg, z_bg, label_map=ids)  # (1, z_fg_dim), (1, z_bg_dim) CPU
-
         with self._lock:
-            # 3. Stage 1 and the stage-2 image encoder, cached per label map (and given frame).
+            # 2. Stage 1 and the stage-2 image encoder, cached per label map (and given frame).
             entry = self._stage1(ids, frame)
+
+            # 3. The latent codes: z_fg then z_bg from the seed (and, for a prior conditioned on the layout, the
+            #    cached heatmaps of the label map), either half replaced by a given code.
+            heatmaps = entry.heatmaps if self._prior_uses_layout else None
+            zf, zb = self._sample_z(seed, z_fg, z_bg, heatmaps)  # (1, z_fg_dim), (1, z_bg_dim) CPU
 
             # 4. Stage 2 decoder: flows + occlusion (Eq. 3–5), warp (Eq. 2), refine — the only part z touches.
             pred = self.flow_predictor.decode(

@@ -148,6 +148,11 @@ def layout_descriptor(heatmaps: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(fg, LAYOUT_GRID).flatten(1)
 
 
+def _are_shares(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds real values in [0, 1] (class shares: one-hot heatmaps, layout descriptors)."""
+    return not x.is_complex() and bool(torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1)
+
+
 def stratified_uniform(batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """B numbers in (0, 1), one in each of the slices [b/B, (b+1)/B), in random order: (perm + u) / B, float64 on
     ``generator``'s device (without one, on the CPU from torch's global generator)."""
@@ -367,7 +372,7 @@ class FlowPredictor(nn.Module):
         if self.config.prior_components:  # z = mu_n + σ_n ⊙ ε
             means_fg, stds_fg = (getattr(self, f"prior_{k}_fg").to(draw_on, z_fg.dtype) for k in ("means", "stds"))
             means_bg, stds_bg = (getattr(self, f"prior_{k}_bg").to(draw_on, z_bg.dtype) for k in ("means", "stds"))
-            pool = self.neighbours(heatmaps) if heatmaps is not None else None  # (k,) sorted, or all N
+            pool = self._neighbours(heatmaps) if heatmaps is not None else None  # (k,) sorted, or all N (checked above)
             if stratified:
                 n = self._stratified_components(batch_size, generator, draw_on, pool)
             else:
@@ -412,6 +417,10 @@ class FlowPredictor(nn.Module):
         ``heatmaps`` (1, 19, H, W) in squared distance, ties to the lower index; (k,) indices in increasing order.
         None when the prior is not conditioned on the layout (all components)."""
         self._check_prior_heatmaps(heatmaps)
+        return self._neighbours(heatmaps)
+
+    def _neighbours(self, heatmaps: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`neighbours` of heatmaps already checked."""
         k = self.config.prior_neighbours
         if not (self.config.prior_components and k):
             return None
@@ -427,8 +436,7 @@ class FlowPredictor(nn.Module):
         if not ok:
             shape = tuple(heatmaps.shape) if isinstance(heatmaps, torch.Tensor) else type(heatmaps).__name__
             raise ValueError(f"heatmaps must be one label map, (1, {NUM_CLASSES}, H, W); got {shape}.")
-        values = heatmaps.detach().cpu()
-        if values.is_complex() or not (torch.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+        if not _are_shares(heatmaps.detach().cpu()):
             raise ValueError("heatmaps must hold class shares in [0, 1] (e.g. labels.one_hot of a label map).")
 
     def _stratify_eps(self, eps: torch.Tensor, half: str, generator) -> torch.Tensor:
@@ -496,7 +504,7 @@ class FlowPredictor(nn.Module):
             if not isinstance(layouts, torch.Tensor) or layouts.is_complex() or tuple(layouts.shape) != shape:
                 got = type(layouts).__name__ if not isinstance(layouts, torch.Tensor) else str(tuple(layouts.shape))
                 raise ValueError(f"a mixture with prior_neighbours needs layouts of shape {shape}; got {got}.")
-            if not torch.isfinite(layouts).all() or (layouts < 0).any() or (layouts > 1).any():
+            if not _are_shares(layouts):
                 raise ValueError("layouts must be class shares in [0, 1].")
         elif layouts is not None:
             raise ValueError("layouts are only used with prior_neighbours > 0; this FlowPredictor has none.")
